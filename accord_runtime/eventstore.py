@@ -1,0 +1,230 @@
+"""An append-only event store on PostgreSQL with optimistic concurrency and a gap-safe global order.
+
+Appends are one SQL statement: it checks the stream's head against the expected version and
+inserts the events and their outbox rows together, so they commit or roll back as one. Two
+writers racing for the same stream version meet the ``(stream_id, stream_version)`` unique
+index; the loser gets `ConcurrencyError` and nothing of it is written.
+
+Reading all events in global order uses ``(transaction_id, global_position)`` and only returns
+rows of transactions older than the oldest still running (``pg_snapshot_xmin``), so a reader
+never moves past an event whose transaction commits late — without a table lock that would
+serialize every writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from contracts import CloudEvent, EventData
+
+class ConcurrencyError(Exception):
+    """The stream moved on since the caller read it; nothing was written."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int | None) -> None:
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+        found = "a concurrent append" if actual is None else f"version {actual}"
+        super().__init__(f"stream {stream_id!r}: expected version {expected}, found {found}")
+
+class DuplicateEventError(Exception):
+    """An event id that is already in the store was appended again; nothing was written."""
+
+class Position(NamedTuple):
+    """A place in the global order: the writing transaction, then the position within it."""
+
+    transaction_id: int
+    global_position: int
+
+START = Position(0, 0)
+
+@dataclass(frozen=True)
+class Metadata:
+    """Why an event happened and who caused it; carried in the envelope's extensions."""
+
+    actor: str
+    correlation_id: UUID
+    causation_id: UUID | None = None
+
+    @classmethod
+    def new(cls, actor: str) -> Metadata:
+        return cls(actor=actor, correlation_id=uuid4())
+
+    def caused_by(self, envelope: CloudEvent, actor: str | None = None) -> Metadata:
+        """Metadata for an event that reacts to `envelope`: same correlation, caused by it."""
+        return Metadata(actor or self.actor, envelope.correlationid, envelope.id)
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    position: Position
+    envelope: CloudEvent
+
+@dataclass(frozen=True)
+class AppendResult:
+    stream_id: str
+    version: int
+    envelopes: list[CloudEvent]
+
+_APPEND = """
+WITH head AS (
+    SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1
+), written AS (
+    INSERT INTO events (event_id, stream_id, stream_version, event_type, data,
+                        correlation_id, causation_id, actor, recorded_at)
+    SELECT e.event_id, $1, e.stream_version, e.event_type, e.data::jsonb, $7, $8, $9, $10
+    FROM head, unnest($3::uuid[], $4::int[], $5::text[], $6::text[])
+             AS e(event_id, stream_version, event_type, data)
+    WHERE head.version = $2
+    RETURNING global_position, event_id
+), outboxed AS (
+    INSERT INTO outbox (global_position, event_id, routing_key, payload)
+    SELECT w.global_position, w.event_id, o.routing_key, o.payload
+    FROM written w JOIN unnest($3::uuid[], $11::text[], $12::bytea[]) AS o(event_id, routing_key, payload)
+         USING (event_id)
+    RETURNING 1
+)
+SELECT (SELECT version FROM head) AS head, (SELECT count(*) FROM outboxed) AS written
+"""
+
+_READ_ALL = """
+SELECT transaction_id::text::bigint AS tx, global_position, event_id, stream_id, stream_version,
+       event_type, data, correlation_id, causation_id, actor, recorded_at
+FROM events
+WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, global_position
+LIMIT $3
+"""
+
+_READ_STREAM = """
+SELECT transaction_id::text::bigint AS tx, global_position, event_id, stream_id, stream_version,
+       event_type, data, correlation_id, causation_id, actor, recorded_at
+FROM events
+WHERE stream_id = $1 AND stream_version >= $2 AND recorded_at <= $3
+ORDER BY stream_version
+"""
+
+class EventStore:
+    """The event store of one service (its pool is bound to the service's schema)."""
+
+    def __init__(self, pool: asyncpg.Pool, source: str) -> None:
+        self._pool = pool
+        self.source = source  # CloudEvents `source`, e.g. "/accord/agreements"
+        self._after_append: list[Callable[[], None]] = []
+
+    def on_append(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (synchronously, cheaply) after every committed append in this process."""
+        self._after_append.append(callback)
+
+    def envelope(self, stream_id: str, version: int, event: EventData, metadata: Metadata,
+                 time: datetime) -> CloudEvent:
+        return CloudEvent(
+            id=uuid4(),
+            source=self.source,
+            type=event.event_type(),
+            subject=stream_id,
+            time=time,
+            data=event.model_dump(mode="json"),
+            sequence=version,
+            correlationid=metadata.correlation_id,
+            causationid=metadata.causation_id,
+            actor=metadata.actor,
+        )
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[EventData],
+        metadata: Metadata,
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> AppendResult:
+        """Append `events` if the stream is exactly at `expected_version` (0: a new stream).
+
+        With `conn`, the append joins the caller's transaction (e.g. a consumer's inbox write);
+        the caller must then call `notify_appended()` after its commit.
+        """
+        if not events:
+            raise ValueError("nothing to append")
+        now = datetime.now(UTC)
+        envelopes = [
+            self.envelope(stream_id, expected_version + i, event, metadata, now)
+            for i, event in enumerate(events, start=1)
+        ]
+        args = (
+            stream_id,
+            expected_version,
+            [e.id for e in envelopes],
+            [e.sequence for e in envelopes],
+            [e.type for e in envelopes],
+            [event.model_dump_json() for event in events],
+            metadata.correlation_id,
+            metadata.causation_id,
+            metadata.actor,
+            now,
+            [e.routing_key for e in envelopes],
+            [e.model_dump_json().encode() for e in envelopes],
+        )
+        try:
+            if conn is None:
+                async with self._pool.acquire() as own:
+                    row = await own.fetchrow(_APPEND, *args)
+            else:
+                row = await conn.fetchrow(_APPEND, *args)
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name == "events_stream_version_key":
+                raise ConcurrencyError(stream_id, expected_version, None) from None
+            raise DuplicateEventError(str(error)) from error
+        assert row is not None
+        if row["written"] != len(events):
+            raise ConcurrencyError(stream_id, expected_version, row["head"])
+        if conn is None:
+            self.notify_appended()
+        return AppendResult(stream_id, expected_version + len(events), envelopes)
+
+    def notify_appended(self) -> None:
+        for callback in self._after_append:
+            callback()
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, as_of: datetime | None = None
+    ) -> list[CloudEvent]:
+        """The stream's events in order; with `as_of`, only those recorded by then."""
+        as_of = as_of or datetime.max.replace(tzinfo=UTC)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_READ_STREAM, stream_id, from_version, as_of)
+        return [_envelope(row, self.source) for row in rows]
+
+    async def read_all(
+        self, after: Position = START, limit: int = 1000, *, conn: asyncpg.Connection | None = None
+    ) -> list[RecordedEvent]:
+        """Events after `after` in global order, never past a transaction that may still commit."""
+        args = (str(after.transaction_id), after.global_position, limit)
+        if conn is None:
+            async with self._pool.acquire() as own:
+                rows = await own.fetch(_READ_ALL, *args)
+        else:
+            rows = await conn.fetch(_READ_ALL, *args)
+        return [RecordedEvent(Position(row["tx"], row["global_position"]), _envelope(row, self.source))
+                for row in rows]
+
+def _envelope(row: asyncpg.Record | dict[str, Any], source: str) -> CloudEvent:
+    return CloudEvent.model_construct(
+        specversion="1.0",
+        id=row["event_id"],
+        source=source,
+        type=row["event_type"],
+        subject=row["stream_id"],
+        time=row["recorded_at"],
+        datacontenttype="application/json",
+        data=row["data"],
+        sequence=row["stream_version"],
+        correlationid=row["correlation_id"],
+        causationid=row["causation_id"],
+        actor=row["actor"],
+    )

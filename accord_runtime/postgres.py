@@ -1,0 +1,31 @@
+"""Connection pools bound to one service's schema."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections resolve unqualified names in `schema` (the service's own data)."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"accord-{schema}"},
+        init=_init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    """A single connection in `schema`, for listeners and leader locks that outlive a pool checkout."""
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema, "application_name": f"accord-{schema}"})
+    await _init_connection(conn)
+    return conn

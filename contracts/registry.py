@@ -1,0 +1,82 @@
+"""Which event types exist, how to read them, and how old versions are upcast to current ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from contracts.envelope import EventData, parse_type
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class UnknownEventType(LookupError):
+    """The type is not one this build of the contracts can read (unknown, or a newer version)."""
+
+
+class EventRegistry:
+    """Maps CloudEvents `type` strings to their data models.
+
+    Reading an old version runs its ``upcast`` steps (v1 → v2 → …) so handlers only ever see
+    the current model. A type this build does not know, or a version newer than it knows,
+    raises `UnknownEventType`; consumers decide deliberately what to do with it.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, type[EventData]] = {}
+        self._current: dict[tuple[str, str], int] = {}
+        self._upcasters: dict[str, tuple[str, Upcaster]] = {}
+
+    def register(self, model: type[EventData]) -> type[EventData]:
+        event_type = model.event_type()
+        if event_type in self._models:
+            raise ValueError(f"event type registered twice: {event_type}")
+        self._models[event_type] = model
+        key = (model.EVENT_SERVICE, model.EVENT_NAME)
+        self._current[key] = max(self._current.get(key, 0), model.EVENT_VERSION)
+        return model
+
+    def upcaster(self, service: str, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Declare how data of ``from_version`` becomes data of ``from_version + 1``."""
+        source = f"accord.{service}.{name}.v{from_version}"
+        target = f"accord.{service}.{name}.v{from_version + 1}"
+
+        def decorate(step: Upcaster) -> Upcaster:
+            self._upcasters[source] = (target, step)
+            return step
+
+        return decorate
+
+    def model(self, event_type: str) -> type[EventData]:
+        try:
+            return self._models[event_type]
+        except KeyError:
+            raise UnknownEventType(event_type) from None
+
+    def knows_name(self, event_type: str) -> bool:
+        service, name, _ = parse_type(event_type)
+        return (service, name) in self._current
+
+    def decode(self, event_type: str, data: dict[str, Any]) -> EventData:
+        """Validate `data` as `event_type`, upcasting old versions to the current model."""
+        service, name, version = parse_type(event_type)
+        current = self._current.get((service, name))
+        if current is None or version > current:
+            raise UnknownEventType(event_type)
+        while event_type in self._upcasters:
+            event_type, step = self._upcasters[event_type]
+            data = step(data)
+        # Validate in JSON mode: strict about types, yet accepting the wire forms of UUIDs and times.
+        return self.model(event_type).model_validate_json(json.dumps(data))
+
+    def __iter__(self) -> Iterator[type[EventData]]:
+        return iter(sorted(self._models.values(), key=lambda m: m.event_type()))
+
+
+REGISTRY = EventRegistry()
+
+
+def event(model: type[EventData]) -> type[EventData]:
+    """Class decorator registering an event model in the global registry."""
+    return REGISTRY.register(model)

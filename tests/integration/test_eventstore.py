@@ -1,0 +1,141 @@
+"""The event store against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata, Position
+from accord_runtime.migrations import RUNTIME_MIGRATIONS, migrate, migrations_in
+from contracts.agreements import AgreementAccepted, AgreementProposed
+
+pytestmark = pytest.mark.servers
+
+
+def accepted(agreement: uuid.UUID) -> AgreementAccepted:
+    return AgreementAccepted(agreement_id=agreement, side="client")
+
+
+async def test_append_and_read_stream(store: EventStore, pool: asyncpg.Pool) -> None:
+    agreement = uuid.uuid4()
+    meta = Metadata.new("user:alice")
+    first = await store.append("agreement-1", 0, [AgreementProposed(agreement_id=agreement, proposed_by_side="client")], meta)
+    second = await store.append("agreement-1", 1, [accepted(agreement), accepted(agreement)], meta)
+    assert (first.version, second.version) == (1, 3)
+    events = await store.read_stream("agreement-1")
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert [e.type for e in events] == [
+        "accord.agreements.AgreementProposed.v1",
+        "accord.agreements.AgreementAccepted.v1",
+        "accord.agreements.AgreementAccepted.v1",
+    ]
+    assert all(e.correlationid == meta.correlation_id and e.actor == "user:alice" for e in events)
+    assert events[1].data == {"agreement_id": str(agreement), "side": "client"}
+    # the outbox holds exactly the committed events, in order
+    rows = await pool.fetch("SELECT event_id, routing_key FROM outbox ORDER BY global_position")
+    assert [r["event_id"] for r in rows] == [e.id for e in events]
+    assert rows[0]["routing_key"] == "agreements.AgreementProposed"
+
+
+async def test_conflicting_append_raises_and_writes_nothing(store: EventStore, pool: asyncpg.Pool) -> None:
+    agreement = uuid.uuid4()
+    meta = Metadata.new("user:alice")
+    await store.append("s", 0, [accepted(agreement)], meta)
+    with pytest.raises(ConcurrencyError) as stale:
+        await store.append("s", 0, [accepted(agreement), accepted(agreement)], meta)
+    assert stale.value.actual == 1
+    with pytest.raises(ConcurrencyError) as ahead:
+        await store.append("s", 5, [accepted(agreement)], meta)
+    assert ahead.value.actual == 1
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_concurrent_appends_to_one_stream_one_wins_none_lost(store: EventStore, pool: asyncpg.Pool) -> None:
+    agreement = uuid.uuid4()
+    meta = Metadata.new("user:alice")
+    outcomes = await asyncio.gather(
+        *(store.append("race", 0, [accepted(agreement)] * 2, meta) for _ in range(8)), return_exceptions=True
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o for o in outcomes if isinstance(o, ConcurrencyError)]
+    assert len(winners) == 1 and len(losers) == 7
+    stored = await store.read_stream("race")
+    assert [e.id for e in stored] == [e.id for e in winners[0].envelopes]
+
+
+async def test_every_reported_success_is_stored_under_concurrency(store: EventStore) -> None:
+    """Many writers, many streams, retrying on conflict: each success's events are all there."""
+    meta = Metadata.new("user:alice")
+    agreement = uuid.uuid4()
+    succeeded: list[uuid.UUID] = []
+
+    async def writer(n: int) -> None:
+        for i in range(25):
+            stream = f"stream-{(n + i) % 4}"
+            while True:
+                version = len(await store.read_stream(stream))
+                try:
+                    result = await store.append(stream, version, [accepted(agreement)], meta)
+                except ConcurrencyError:
+                    continue
+                succeeded.extend(e.id for e in result.envelopes)
+                break
+
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    stored = [e for s in range(4) for e in await store.read_stream(f"stream-{s}")]
+    assert sorted(e.id for e in stored) == sorted(succeeded)
+    assert len(succeeded) == 200
+    for s in range(4):
+        versions = [e.sequence for e in await store.read_stream(f"stream-{s}")]
+        assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_read_all_never_skips_a_late_commit(store: EventStore, pool: asyncpg.Pool) -> None:
+    """A transaction that got its global position first but commits last is still read, in turn."""
+    agreement = uuid.uuid4()
+    meta = Metadata.new("user:alice")
+    async with pool.acquire() as slow:
+        tx = slow.transaction()
+        await tx.start()
+        await store.append("slow", 0, [accepted(agreement)], meta, conn=slow)  # lower global position
+        await store.append("fast", 0, [accepted(agreement)], meta)  # committed first
+        # The reader must not move past the open transaction, even though "fast" is committed.
+        seen = await store.read_all(Position(0, 0))
+        assert seen == []
+        await tx.commit()
+    seen = await store.read_all(Position(0, 0))
+    assert [e.envelope.subject for e in seen] == ["slow", "fast"]
+    assert await store.read_all(seen[-1].position) == []
+
+
+async def test_read_all_pages_in_global_order(store: EventStore) -> None:
+    meta = Metadata.new("user:alice")
+    agreement = uuid.uuid4()
+    for n in range(5):
+        await store.append(f"p-{n}", 0, [accepted(agreement), accepted(agreement)], meta)
+    page1 = await store.read_all(Position(0, 0), limit=4)
+    page2 = await store.read_all(page1[-1].position, limit=4)
+    page3 = await store.read_all(page2[-1].position, limit=4)
+    everything = page1 + page2 + page3
+    assert len(everything) == 10
+    assert [e.position for e in everything] == sorted(e.position for e in everything)
+
+
+async def test_migrations_are_idempotent_and_serialized(database_url: str, schema: str) -> None:
+    migrations = migrations_in("runtime", RUNTIME_MIGRATIONS)
+    conns = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*(migrate(c, schema, migrations) for c in conns))
+        assert sorted(len(a) for a in applied) == [0, 0, len(migrations)]
+        assert await migrate(conns[0], schema, migrations) == []
+        tables = await conns[0].fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
+        assert {"events", "outbox", "projection_checkpoints", "inbox", "schema_migrations"} <= {
+            t["table_name"] for t in tables}
+    finally:
+        for c in conns:
+            await c.close()
