@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from accord_runtime.metrics import EVENTS_APPENDED
 from contracts import CloudEvent, EventData
 
 class ConcurrencyError(Exception):
@@ -114,6 +115,7 @@ class EventStore:
     def __init__(self, pool: asyncpg.Pool, source: str) -> None:
         self._pool = pool
         self.source = source  # CloudEvents `source`, e.g. "/accord/agreements"
+        self._service = source.rsplit("/", 1)[-1]
         self._after_append: list[Callable[[], None]] = []
 
     def on_append(self, callback: Callable[[], None]) -> None:
@@ -183,6 +185,8 @@ class EventStore:
         assert row is not None
         if row["written"] != len(events):
             raise ConcurrencyError(stream_id, expected_version, row["head"])
+        for envelope in envelopes:
+            EVENTS_APPENDED.labels(self._service, envelope.type).inc()
         if conn is None:
             self.notify_appended()
         return AppendResult(stream_id, expected_version + len(events), envelopes)

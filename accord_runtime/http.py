@@ -1,0 +1,63 @@
+"""The HTTP shell every service shares: health, readiness, metrics and domain-error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def create_app(
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    readiness: Mapping[str, ReadinessCheck],
+    error_statuses: Mapping[type[Exception], int],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with `/healthz`, `/readyz`, `/metrics`, and the service's routers.
+
+    `error_statuses` maps domain exceptions to HTTP statuses; the response carries the
+    exception's message as ``detail``, so a refused command always says why.
+    """
+    app = FastAPI(title=title, lifespan=lifespan)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "A dependency is unreachable."}})
+    async def readyz() -> JSONResponse:
+        """The service can do its work: database and broker reachable."""
+        results = {}
+        for name, check in readiness.items():
+            try:
+                results[name] = await check()
+            except Exception:  # noqa: BLE001 - any failure of a probe means "not ready"
+                results[name] = False
+        ready = all(results.values())
+        return JSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for exception_type, status_code in error_statuses.items():
+        app.add_exception_handler(exception_type, _handler(status_code))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _handler(status_code: int) -> Callable[[Request, Exception], Any]:
+    async def handle(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status_code)
+
+    return handle

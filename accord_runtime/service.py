@@ -1,0 +1,177 @@
+"""The composition root every service uses: settings → pool → store → relay, projections,
+consumers → HTTP app, plus the service's command line (serve, migrate, rebuild).
+
+A service describes itself with a `ServiceDefinition`; nothing connects or reads the
+environment until `ServiceRuntime.start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import aio_pika
+import asyncpg
+import structlog
+from fastapi import APIRouter, FastAPI
+
+from accord_runtime.consumer import BusConsumer
+from accord_runtime.doorbell import Doorbell
+from accord_runtime.eventstore import EventStore
+from accord_runtime.http import create_app
+from accord_runtime.migrations import RUNTIME_MIGRATIONS, Migration, migrate, migrations_in
+from accord_runtime.outbox import OutboxRelay
+from accord_runtime.postgres import create_pool
+from accord_runtime.projections import Projection, ProjectionRunner
+from accord_runtime.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerDefinition:
+    """A bus consumer: its name (part of its queue's name) and the handlers it feeds."""
+
+    name: str
+    handlers: Sequence[Projection]
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    migrations_package: str | None = None  # a package with a migrations/ folder of NNNN_name.sql
+    projections: Sequence[Projection] = ()  # over the service's own event store
+    consumers: Sequence[ConsumerDefinition] = ()  # over other services' events on the bus
+    routers: Sequence[APIRouter] = ()
+    error_statuses: Mapping[type[Exception], int] = field(default_factory=dict)
+
+    def migrations(self) -> list[Migration]:
+        own = migrations_in(self.name, self.migrations_package) if self.migrations_package else []
+        return migrations_in("runtime", RUNTIME_MIGRATIONS) + own
+
+
+class ServiceRuntime:
+    """Owns a running service's connections and background workers."""
+
+    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pool: asyncpg.Pool | None = None
+        self._store: EventStore | None = None
+        self.doorbell: Doorbell | None = None
+        self.relay: OutboxRelay | None = None
+        self.projections: ProjectionRunner | None = None
+        self.consumers: list[BusConsumer] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the service has not started")
+        return self._pool
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            raise RuntimeError("the service has not started")
+        return self._store
+
+    async def migrate(self) -> None:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            await migrate(conn, self.settings.schema, self.definition.migrations())
+        finally:
+            await conn.close()
+
+    async def open_storage(self) -> None:
+        """Migrate, then open the pool and the event store (enough for commands and rebuilds)."""
+        await self.migrate()
+        self._pool = await create_pool(self.settings.database_url, self.settings.schema,
+                                       max_size=self.settings.database_pool_size)
+        self._store = EventStore(self._pool, source=self.settings.source)
+        self.projections = ProjectionRunner(self._store, self._pool, self.definition.projections,
+                                            service=self.settings.service_name)
+
+    async def start(self) -> None:
+        """Open storage and start every background worker."""
+        await self.open_storage()
+        settings = self.settings
+        self.doorbell = Doorbell(settings.database_url, settings.schema)
+        await self.doorbell.start()
+        self.store.on_append(self.doorbell.ring)
+        assert self.projections is not None
+        self.doorbell.subscribe(self.projections.ring)
+        self.relay = OutboxRelay(
+            pool=self.pool, dsn=settings.database_url, schema=settings.schema, amqp_url=settings.amqp_url,
+            exchange_name=settings.exchange, service_name=settings.service_name, doorbell=self.doorbell,
+            batch_size=settings.outbox_batch_size)
+        self._spawn(self.relay.run(), "outbox relay")
+        self._spawn(self.projections.run(), "projections")
+        for definition in self.definition.consumers:
+            consumer = BusConsumer(
+                pool=self.pool, amqp_url=settings.amqp_url, exchange_name=settings.exchange,
+                service_name=settings.service_name, consumer_name=definition.name,
+                handlers=definition.handlers, queue_prefix=settings.queue_prefix, prefetch=settings.prefetch)
+            await consumer.start()
+            self.consumers.append(consumer)
+        log.info("service started", service=settings.service_name, schema=settings.schema)
+
+    def _spawn(self, work: object, name: str) -> None:
+        task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+        task.set_name(name)
+        task.add_done_callback(_log_failure)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight work finish, then close connections."""
+        for consumer in self.consumers:
+            await consumer.stop()
+        if self.relay:
+            await self.relay.stop()
+        if self.projections:
+            self.projections.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout=10)
+        if self.doorbell:
+            await self.doorbell.stop()
+        if self._pool:
+            await self._pool.close()
+        log.info("service stopped", service=self.settings.service_name)
+
+    async def workers_running(self) -> bool:
+        return all(not task.done() for task in self._tasks)
+
+    async def database_ready(self) -> bool:
+        return bool(await self.pool.fetchval("SELECT 1"))
+
+    async def broker_ready(self) -> bool:
+        connection = await aio_pika.connect(self.settings.amqp_url, timeout=2)
+        await connection.close()
+        return True
+
+    def app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            app.state.pool = self.pool
+            app.state.store = self.store
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        return create_app(
+            title=f"Accord {self.definition.name}",
+            routers=self.definition.routers,
+            readiness={"database": self.database_ready, "broker": self.broker_ready,
+                       "workers": self.workers_running},
+            error_statuses=self.definition.error_statuses,
+            lifespan=lifespan,
+        )
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background worker failed", worker=task.get_name(), exc_info=task.exception())

@@ -1,0 +1,1 @@
+"""Accord's four services. Each runs as its own process: ``accord-<service>`` or ``python -m services.<service>``."""

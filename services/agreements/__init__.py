@@ -1,0 +1,1 @@
+"""The agreements service: organisations, users and API tokens, and the shared agreement itself."""

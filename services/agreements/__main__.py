@@ -1,0 +1,3 @@
+from services.agreements.main import cli
+
+cli()

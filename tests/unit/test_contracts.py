@@ -1,0 +1,98 @@
+"""The contracts: committed JSON Schemas match the models; versions are handled deliberately."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from contracts import REGISTRY, CloudEvent, EventData, EventRegistry, UnknownEventType
+from contracts.agreements import AgreementDrafted
+from contracts.export import SCHEMA_DIR, render, schema_documents
+
+
+def test_committed_schemas_match_the_models() -> None:
+    """Fails when a model changed without `accord-contracts export` (or a schema was hand-edited)."""
+    expected = {name: render(doc) for name, doc in schema_documents().items()}
+    committed = {path.name: path.read_text() for path in SCHEMA_DIR.glob("*.json")}
+    assert sorted(committed) == sorted(expected), "schema files added or missing: run accord-contracts export"
+    for name, text in expected.items():
+        assert committed[name] == text, f"{name} drifted from its model: run accord-contracts export"
+
+
+def test_every_event_type_is_versioned_and_routable() -> None:
+    for model in REGISTRY:
+        assert model.event_type() == f"accord.{model.EVENT_SERVICE}.{model.EVENT_NAME}.v{model.EVENT_VERSION}"
+        assert model.routing_key() == f"{model.EVENT_SERVICE}.{model.EVENT_NAME}"
+
+
+def envelope(data: dict[str, Any], event_type: str = "accord.agreements.AgreementDrafted.v1") -> dict[str, Any]:
+    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/accord/agreements", "type": event_type,
+            "subject": "agreement-1", "time": datetime.now(UTC).isoformat(), "datacontenttype": "application/json",
+            "data": data, "sequence": 1, "correlationid": str(uuid.uuid4()), "actor": "user:1"}
+
+
+def drafted_data() -> dict[str, Any]:
+    return AgreementDrafted(agreement_id=uuid.uuid4(), title="T", client_organisation_id=uuid.uuid4(),
+                            provider_organisation_id=uuid.uuid4(), drafted_by_side="client").model_dump(mode="json")
+
+
+def test_envelope_validates_against_its_committed_schema() -> None:
+    document = envelope(drafted_data())
+    schema = json.loads((SCHEMA_DIR / "cloudevent.json").read_text())
+    jsonschema.validate(document, schema)
+    parsed = CloudEvent.model_validate_json(json.dumps(document))
+    assert parsed.routing_key == "agreements.AgreementDrafted"
+    data_schema = json.loads((SCHEMA_DIR / "accord.agreements.AgreementDrafted.v1.json").read_text())
+    jsonschema.validate(parsed.data, data_schema)
+
+
+@pytest.mark.parametrize("change", [
+    {"specversion": "0.3"}, {"type": "AgreementDrafted"}, {"sequence": 0}, {"time": "2026-01-01T00:00:00"},
+    {"unexpected": 1},
+])
+def test_bad_envelopes_are_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        CloudEvent.model_validate_json(json.dumps(envelope(drafted_data()) | change))
+
+
+def test_unknown_and_newer_types_are_refused_deliberately() -> None:
+    with pytest.raises(UnknownEventType):
+        REGISTRY.decode("accord.agreements.AgreementDrafted.v2", drafted_data())
+    with pytest.raises(UnknownEventType):
+        REGISTRY.decode("accord.agreements.SomethingElse.v1", {})
+    with pytest.raises(ValidationError):
+        REGISTRY.decode("accord.agreements.AgreementDrafted.v1", drafted_data() | {"title": 5})
+
+
+def test_old_versions_are_upcast_to_the_current_model() -> None:
+    registry = EventRegistry()
+
+    class ThingV1(EventData):
+        EVENT_SERVICE: ClassVar[str] = "test"
+        EVENT_NAME: ClassVar[str] = "ThingHappened"
+        label: str
+
+    class ThingV2(EventData):
+        EVENT_SERVICE: ClassVar[str] = "test"
+        EVENT_NAME: ClassVar[str] = "ThingHappened"
+        EVENT_VERSION: ClassVar[int] = 2
+        label: str
+        weight: int
+
+    registry.register(ThingV1)
+    registry.register(ThingV2)
+
+    @registry.upcaster("test", "ThingHappened", 1)
+    def add_weight(data: dict[str, Any]) -> dict[str, Any]:
+        return data | {"weight": 1}
+
+    event = registry.decode("accord.test.ThingHappened.v1", {"label": "a"})
+    assert event == ThingV2(label="a", weight=1)
+    with pytest.raises(UnknownEventType):
+        registry.decode("accord.test.ThingHappened.v3", {"label": "a", "weight": 2})
