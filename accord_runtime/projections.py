@@ -68,7 +68,7 @@ class ProjectionRunner:
         while not self._stopping.is_set():
             self._rung.clear()
             try:
-                await self.catch_up()
+                await self.catch_up(timeout=None)
             except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError,
                     asyncpg.CannotConnectNowError) as error:
                 log.warning("projection catch-up interrupted; retrying", error=str(error))
@@ -88,17 +88,35 @@ class ProjectionRunner:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def catch_up(self, names: Iterable[str] | None = None) -> int:
-        """Apply every committed event not yet applied; return how many events were read."""
-        selected = sorted(names or self._projections)
-        total = 0
-        while True:
-            read = await self._batch(selected)
-            total += read
-            if read < self._batch_size:
-                return total
+    async def catch_up(self, names: Iterable[str] | None = None, *, timeout: float | None = 30.0) -> int:
+        """Apply every event committed before the call; return how many events were read.
 
-    async def _batch(self, names: list[str]) -> int:
+        Reads stop short of transactions still running anywhere (the gap guard), so while one
+        is open the runner retries every few milliseconds instead of reporting done early.
+        """
+        selected = sorted(names or self._projections)
+        target = await self._head()
+        total, pause = 0, 0.001
+        async with asyncio.timeout(timeout):
+            while True:
+                read, reached = await self._batch(selected)
+                total += read
+                if read == self._batch_size:
+                    continue
+                if target is None or reached >= target or self._stopping.is_set():
+                    return total
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    async def _head(self) -> Position | None:
+        """The last committed event in global order (whether or not readers may pass it yet)."""
+        row = await self._pool.fetchrow(
+            "SELECT transaction_id::text::bigint AS tx, global_position FROM events"
+            " ORDER BY transaction_id DESC, global_position DESC LIMIT 1")
+        return Position(row["tx"], row["global_position"]) if row else None
+
+    async def _batch(self, names: list[str]) -> tuple[int, Position]:
+        """Apply the next batch; return how many events were read and the lowest checkpoint after it."""
         async with self._pool.acquire() as conn, conn.transaction():
             checkpoints = await self._lock_checkpoints(conn, names)
             start = min(checkpoints.values())
@@ -109,16 +127,20 @@ class ProjectionRunner:
                     projection = self._projections[name]
                     if recorded.envelope.type in projection.handles and recorded.position > checkpoints[name]:
                         await projection.apply(conn, recorded.envelope)
-            if events:
-                last = events[-1].position
-                await conn.execute(
-                    "UPDATE projection_checkpoints SET transaction_id = $2::text::xid8,"
-                    " global_position = $3, updated_at = now() WHERE projection = ANY($1::text[])",
-                    names, str(last.transaction_id), last.global_position)
-                for name in names:
-                    PROJECTION_POSITION.labels(self._service, name).set(last.global_position)
-                HANDLER_LATENCY.labels(self._service, "projections").observe(time.perf_counter() - started)
-            return len(events)
+            if not events:
+                return 0, start
+            last = events[-1].position
+            moved = {name: max(checkpoints[name], last) for name in names}
+            await conn.execute(
+                "UPDATE projection_checkpoints AS c SET transaction_id = m.tx::text::xid8,"
+                " global_position = m.position, updated_at = now()"
+                " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS m(projection, tx, position)"
+                " WHERE c.projection = m.projection",
+                list(moved), [p.transaction_id for p in moved.values()], [p.global_position for p in moved.values()])
+            for name, position in moved.items():
+                PROJECTION_POSITION.labels(self._service, name).set(position.global_position)
+            HANDLER_LATENCY.labels(self._service, "projections").observe(time.perf_counter() - started)
+            return len(events), min(moved.values())
 
     async def _lock_checkpoints(self, conn: asyncpg.Connection, names: list[str]) -> dict[str, Position]:
         await conn.execute(
@@ -151,9 +173,9 @@ class ProjectionRunner:
                 " WHERE projection = ANY($1::text[])", selected)
         total = 0
         while True:
-            read = await self._batch(selected)
+            read, _ = await self._batch(selected)
             total += read
             if progress:
                 progress(read)
             if read < self._batch_size:
-                return total
+                return total + await self.catch_up(selected)
