@@ -37,7 +37,7 @@ def service_cli(definition: ServiceDefinition, settings: Callable[[], ServiceSet
         current = settings()
         configure_logging(current.log_level, json=current.log_json)
         asyncio.run(ServiceRuntime(definition, current).migrate())
-        console.print(f"[green]migrations applied[/] in schema {current.schema}")
+        console.print(f"[green]migrations applied[/] in schema {current.db_schema}")
 
     @app.command()
     def rebuild(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from uuid import UUID, uuid4
 
+import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -27,6 +32,7 @@ def create_app(
     exception's message as ``detail``, so a refused command always says why.
     """
     app = FastAPI(title=title, lifespan=lifespan)
+    app.middleware("http")(_correlate)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -40,7 +46,7 @@ def create_app(
         for name, check in readiness.items():
             try:
                 results[name] = await check()
-            except Exception:  # noqa: BLE001 - any failure of a probe means "not ready"
+            except Exception:
                 results[name] = False
         ready = all(results.values())
         return JSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
@@ -54,6 +60,29 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+CORRELATION_HEADER = "X-Correlation-ID"
+
+
+async def _correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Give every request a correlation id (the caller's, if a UUID) and log it with the outcome.
+
+    Commands use it as their events' ``correlationid``, so a request, its events, and every
+    reaction to them down the bus share one id in the logs.
+    """
+    try:
+        correlation_id = UUID(request.headers.get(CORRELATION_HEADER, ""))
+    except ValueError:
+        correlation_id = uuid4()
+    request.state.correlation_id = correlation_id
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(correlation_id=str(correlation_id)):
+        response = await call_next(request)
+        log.info("http request", method=request.method, path=request.url.path,
+                 status=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    response.headers[CORRELATION_HEADER] = str(correlation_id)
+    return response
 
 
 def _handler(status_code: int) -> Callable[[Request, Exception], Any]:

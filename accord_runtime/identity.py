@@ -17,10 +17,10 @@ import asyncpg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from contracts import CloudEvent, REGISTRY
+from contracts import REGISTRY, CloudEvent
 from contracts.agreements import ApiTokenIssued, ApiTokenRevoked, OrganisationRegistered, UserRegistered
 
-TOKEN_PREFIX = "acc_"
+TOKEN_PREFIX = "acc_"  # noqa: S105 - a prefix, not a secret
 
 
 def new_token() -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from typing import cast
 
 import asyncpg
 
@@ -24,8 +27,29 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
     return pool
 
 
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection inside a transaction (committed on success, rolled back on error)."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield cast(asyncpg.Connection, conn)
+
+
 async def connect(dsn: str, schema: str) -> asyncpg.Connection:
     """A single connection in `schema`, for listeners and leader locks that outlive a pool checkout."""
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema, "application_name": f"accord-{schema}"})
     await _init_connection(conn)
     return conn
+
+
+# Errors that mean "try again later", not "this work is wrong". When the server drops a
+# connection, asyncpg may report it as InterfaceError (masking the server's error) or
+# InternalClientError (a protocol state broken by the unexpected close), so both count.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes TimeoutError (pool acquire) and refused connections
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+)

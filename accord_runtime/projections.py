@@ -20,6 +20,7 @@ import structlog
 
 from accord_runtime.eventstore import EventStore, Position
 from accord_runtime.metrics import HANDLER_LATENCY, PROJECTION_POSITION
+from accord_runtime.postgres import TRANSIENT_ERRORS, transaction
 from contracts import CloudEvent
 
 log = structlog.get_logger(__name__)
@@ -69,8 +70,7 @@ class ProjectionRunner:
             self._rung.clear()
             try:
                 await self.catch_up(timeout=None)
-            except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError) as error:
+            except TRANSIENT_ERRORS as error:
                 log.warning("projection catch-up interrupted; retrying", error=str(error))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
@@ -117,7 +117,7 @@ class ProjectionRunner:
 
     async def _batch(self, names: list[str]) -> tuple[int, Position]:
         """Apply the next batch; return how many events were read and the lowest checkpoint after it."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             checkpoints = await self._lock_checkpoints(conn, names)
             start = min(checkpoints.values())
             started = time.perf_counter()
@@ -164,7 +164,7 @@ class ProjectionRunner:
         unknown = set(selected) - set(self._projections)
         if unknown:
             raise KeyError(f"unknown projections: {sorted(unknown)}")
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             await self._lock_checkpoints(conn, selected)
             for name in selected:
                 await self._projections[name].clear(conn)

@@ -81,14 +81,14 @@ class ServiceRuntime:
     async def migrate(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
-            await migrate(conn, self.settings.schema, self.definition.migrations())
+            await migrate(conn, self.settings.db_schema, self.definition.migrations())
         finally:
             await conn.close()
 
     async def open_storage(self) -> None:
         """Migrate, then open the pool and the event store (enough for commands and rebuilds)."""
         await self.migrate()
-        self._pool = await create_pool(self.settings.database_url, self.settings.schema,
+        self._pool = await create_pool(self.settings.database_url, self.settings.db_schema,
                                        max_size=self.settings.database_pool_size)
         self._store = EventStore(self._pool, source=self.settings.source)
         self.projections = ProjectionRunner(self._store, self._pool, self.definition.projections,
@@ -98,13 +98,13 @@ class ServiceRuntime:
         """Open storage and start every background worker."""
         await self.open_storage()
         settings = self.settings
-        self.doorbell = Doorbell(settings.database_url, settings.schema)
+        self.doorbell = Doorbell(settings.database_url, settings.db_schema)
         await self.doorbell.start()
         self.store.on_append(self.doorbell.ring)
         assert self.projections is not None
         self.doorbell.subscribe(self.projections.ring)
         self.relay = OutboxRelay(
-            pool=self.pool, dsn=settings.database_url, schema=settings.schema, amqp_url=settings.amqp_url,
+            pool=self.pool, dsn=settings.database_url, schema=settings.db_schema, amqp_url=settings.amqp_url,
             exchange_name=settings.exchange, service_name=settings.service_name, doorbell=self.doorbell,
             batch_size=settings.outbox_batch_size)
         self._spawn(self.relay.run(), "outbox relay")
@@ -116,10 +116,10 @@ class ServiceRuntime:
                 handlers=definition.handlers, queue_prefix=settings.queue_prefix, prefetch=settings.prefetch)
             await consumer.start()
             self.consumers.append(consumer)
-        log.info("service started", service=settings.service_name, schema=settings.schema)
+        log.info("service started", service=settings.service_name, schema=settings.db_schema)
 
     def _spawn(self, work: object, name: str) -> None:
-        task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(work)  # type: ignore[call-overload]
         task.set_name(name)
         task.add_done_callback(_log_failure)
         self._tasks.append(task)

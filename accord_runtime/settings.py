@@ -28,7 +28,7 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     @property
-    def schema(self) -> str:
+    def db_schema(self) -> str:
         return self.database_schema or self.service_name
 
     @property

@@ -9,7 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02
+) -> T:
     """Await `check()` until it returns a truthy value (returned) or `timeout` passes (AssertionError)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

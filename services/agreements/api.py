@@ -12,7 +12,12 @@ from pydantic import BaseModel
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import CurrentPrincipal, Principal
 from services.agreements import handlers
-from services.agreements.commands import AcceptAgreement, AgreementState, DraftAgreement, ProposeAgreement
+from services.agreements.commands import (
+    AcceptAgreement,
+    AgreementState,
+    DraftAgreement,
+    ProposeAgreement,
+)
 
 router = APIRouter()
 
@@ -64,8 +69,8 @@ def _context(request: Request) -> handlers.Context:
     return handlers.Context(store=request.app.state.store, pool=request.app.state.pool)
 
 
-def _metadata(principal: Principal) -> Metadata:
-    return Metadata.new(principal.actor)
+def _metadata(request: Request, principal: Principal) -> Metadata:
+    return Metadata(actor=principal.actor, correlation_id=request.state.correlation_id)
 
 
 @router.get("/me", response_model=Me)
@@ -80,19 +85,22 @@ async def me(request: Request, principal: CurrentPrincipal) -> Me:
 
 @router.post("/agreements", status_code=status.HTTP_201_CREATED, response_model=AgreementState)
 async def draft_agreement(request: Request, body: DraftAgreement, principal: CurrentPrincipal) -> AgreementState:
-    return await handlers.draft_agreement(_context(request), body, _metadata(principal), principal.organisation_id)
+    return await handlers.draft_agreement(
+        _context(request), body, _metadata(request, principal), principal.organisation_id)
 
 
 @router.post("/agreements/{agreement_id}/proposal", response_model=AgreementState)
 async def propose_agreement(request: Request, agreement_id: UUID, principal: CurrentPrincipal) -> AgreementState:
+    command = ProposeAgreement(agreement_id=agreement_id)
     return await handlers.propose_agreement(
-        _context(request), ProposeAgreement(agreement_id=agreement_id), _metadata(principal), principal.organisation_id)
+        _context(request), command, _metadata(request, principal), principal.organisation_id)
 
 
 @router.post("/agreements/{agreement_id}/acceptance", response_model=AgreementState)
 async def accept_agreement(request: Request, agreement_id: UUID, principal: CurrentPrincipal) -> AgreementState:
+    command = AcceptAgreement(agreement_id=agreement_id)
     return await handlers.accept_agreement(
-        _context(request), AcceptAgreement(agreement_id=agreement_id), _metadata(principal), principal.organisation_id)
+        _context(request), command, _metadata(request, principal), principal.organisation_id)
 
 
 @router.get("/agreements", response_model=AgreementPage)

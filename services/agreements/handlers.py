@@ -96,7 +96,9 @@ async def issue_api_token(ctx: Context, cmd: IssueApiToken, meta: Metadata) -> s
     return token
 
 
-async def draft_agreement(ctx: Context, cmd: DraftAgreement, meta: Metadata, organisation_id: UUID) -> AgreementState:
+async def draft_agreement(
+    ctx: Context, cmd: DraftAgreement, meta: Metadata, organisation_id: UUID
+) -> AgreementState:
     known = await ctx.pool.fetchval(
         "SELECT count(*) FROM organisations WHERE organisation_id = ANY($1::uuid[])",
         [cmd.client_organisation_id, cmd.provider_organisation_id])
@@ -122,9 +124,13 @@ async def _change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata,
     return await _retrying(attempt)
 
 
-async def propose_agreement(ctx: Context, cmd: ProposeAgreement, meta: Metadata, organisation_id: UUID) -> AgreementState:
+async def propose_agreement(
+    ctx: Context, cmd: ProposeAgreement, meta: Metadata, organisation_id: UUID
+) -> AgreementState:
     return await _change_agreement(ctx, cmd.agreement_id, meta, lambda a: a.propose(organisation_id))
 
 
-async def accept_agreement(ctx: Context, cmd: AcceptAgreement, meta: Metadata, organisation_id: UUID) -> AgreementState:
+async def accept_agreement(
+    ctx: Context, cmd: AcceptAgreement, meta: Metadata, organisation_id: UUID
+) -> AgreementState:
     return await _change_agreement(ctx, cmd.agreement_id, meta, lambda a: a.accept(organisation_id))

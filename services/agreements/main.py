@@ -104,7 +104,8 @@ def bootstrap(organisation: str, user: str, email: str) -> None:
     """Create an organisation, its first user and a token in one go (first-run convenience)."""
 
     async def work(ctx: handlers.Context, meta: Metadata) -> dict[str, str]:
-        organisation_id = await handlers.register_organisation(ctx, RegisterOrganisation(display_name=organisation), meta)
+        organisation_id = await handlers.register_organisation(
+            ctx, RegisterOrganisation(display_name=organisation), meta)
         user_id = await handlers.register_user(
             ctx, RegisterUser(organisation_id=organisation_id, display_name=user, email=email), meta)
         token = await handlers.issue_api_token(ctx, IssueApiToken(user_id=user_id, label="bootstrap"), meta)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncpg
 
 from contracts import REGISTRY, CloudEvent
-from contracts.agreements import AgreementAccepted, AgreementActivated, AgreementDrafted, AgreementProposed
+from contracts.agreements import (
+    AgreementAccepted,
+    AgreementActivated,
+    AgreementDrafted,
+    AgreementProposed,
+)
 
 AGREEMENT_EVENTS = frozenset(m.event_type() for m in (AgreementDrafted, AgreementProposed,
                                                        AgreementAccepted, AgreementActivated))

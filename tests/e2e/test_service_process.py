@@ -31,7 +31,7 @@ def environment(settings: ServiceSettings, port: int) -> dict[str, str]:
     return os.environ | {
         "ACCORD_SERVICE_NAME": settings.service_name,
         "ACCORD_DATABASE_URL": settings.database_url,
-        "ACCORD_DATABASE_SCHEMA": settings.schema,
+        "ACCORD_DATABASE_SCHEMA": settings.db_schema,
         "ACCORD_AMQP_URL": settings.amqp_url,
         "ACCORD_EXCHANGE": settings.exchange,
         "ACCORD_QUEUE_PREFIX": settings.queue_prefix,
@@ -50,7 +50,8 @@ async def run(*args: str, env: dict[str, str]) -> dict[str, str]:
 async def test_console_scripts_serve_the_slice_and_stop_gracefully(settings: ServiceSettings) -> None:
     port = free_port()
     env = environment(settings, port)
-    client = await run(str(BIN / "accord-agreements"), "admin", "bootstrap", "Client Co", "Cleo", "cleo@client.test", env=env)
+    client = await run(
+        str(BIN / "accord-agreements"), "admin", "bootstrap", "Client Co", "Cleo", "cleo@client.test", env=env)
     provider = await run(sys.executable, "-m", "services.agreements", "admin", "bootstrap", "Agency", "Pat",
                          "pat@agency.test", env=env)
     assert client["token"].startswith("acc_") and client["token"] != provider["token"]

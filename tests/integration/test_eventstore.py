@@ -22,7 +22,8 @@ def accepted(agreement: uuid.UUID) -> AgreementAccepted:
 async def test_append_and_read_stream(store: EventStore, pool: asyncpg.Pool) -> None:
     agreement = uuid.uuid4()
     meta = Metadata.new("user:alice")
-    first = await store.append("agreement-1", 0, [AgreementProposed(agreement_id=agreement, proposed_by_side="client")], meta)
+    proposed = AgreementProposed(agreement_id=agreement, proposed_by_side="client")
+    first = await store.append("agreement-1", 0, [proposed], meta)
     second = await store.append("agreement-1", 1, [accepted(agreement), accepted(agreement)], meta)
     assert (first.version, second.version) == (1, 3)
     events = await store.read_stream("agreement-1")

@@ -13,6 +13,7 @@ from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.projections import ProjectionRunner
 from services.agreements.domain import Agreement, stream_id
 from services.agreements.projections import AgreementHistory, AgreementSummaries
+from tests.support import eventually
 
 pytestmark = pytest.mark.servers
 
@@ -100,8 +101,7 @@ async def test_running_runner_wakes_on_ring(store: EventStore, pool: asyncpg.Poo
         await asyncio.sleep(0.05)
         started = asyncio.get_running_loop().time()
         await seed(store, 1)
-        while not await pool.fetchval("SELECT count(*) FROM agreement_summaries"):
-            await asyncio.sleep(0.005)
+        await eventually(lambda: pool.fetchval("SELECT count(*) FROM agreement_summaries"), interval=0.005)
         assert asyncio.get_running_loop().time() - started < 1.0  # far below the 30 s poll
     finally:
         projections.stop()
