@@ -24,6 +24,7 @@ import asyncpg
 from accord_runtime.metrics import EVENTS_APPENDED
 from contracts import CloudEvent, EventData
 
+
 class ConcurrencyError(Exception):
     """The stream moved on since the caller read it; nothing was written."""
 
