@@ -46,7 +46,8 @@ def create_app(
         for name, check in readiness.items():
             try:
                 results[name] = await check()
-            except Exception:
+            except Exception as error:  # noqa: BLE001 - any failure of a probe means "not ready"
+                log.warning("readiness check failed", check=name, error=f"{type(error).__name__}: {error}")
                 results[name] = False
         ready = all(results.values())
         return JSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)

@@ -31,3 +31,8 @@ PROJECTION_POSITION = Gauge(
     "accord_projection_global_position", "Global position a projection has processed up to.",
     ["service", "projection"],
 )
+TIMERS_FIRED = Counter("accord_timers_fired_total", "Durable timers fired.", ["service", "kind"])
+TIMER_DELAY = Histogram(
+    "accord_timer_delay_seconds", "How late a timer fired after its due time.", ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)

@@ -26,6 +26,7 @@ from accord_runtime.outbox import OutboxRelay
 from accord_runtime.postgres import create_pool
 from accord_runtime.projections import Projection, ProjectionRunner
 from accord_runtime.settings import ServiceSettings
+from accord_runtime.timers import TimerHandler, TimerScheduler
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class ServiceDefinition:
     migrations_package: str | None = None  # a package with a migrations/ folder of NNNN_name.sql
     projections: Sequence[Projection] = ()  # over the service's own event store
     consumers: Sequence[ConsumerDefinition] = ()  # over other services' events on the bus
+    timers: Mapping[str, TimerHandler] = field(default_factory=dict)  # timer kind → handler
     routers: Sequence[APIRouter] = ()
     error_statuses: Mapping[type[Exception], int] = field(default_factory=dict)
 
@@ -65,6 +67,7 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.projections: ProjectionRunner | None = None
         self.consumers: list[BusConsumer] = []
+        self.timers: TimerScheduler | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -109,6 +112,10 @@ class ServiceRuntime:
             batch_size=settings.outbox_batch_size)
         self._spawn(self.relay.run(), "outbox relay")
         self._spawn(self.projections.run(), "projections")
+        if self.definition.timers:
+            self.timers = TimerScheduler(self.pool, self.definition.timers, service=settings.service_name)
+            self.doorbell.subscribe(self.timers.wake)  # timers are set along with the events calling for them
+            self._spawn(self.timers.run(), "timers")
         for definition in self.definition.consumers:
             consumer = BusConsumer(
                 pool=self.pool, amqp_url=settings.amqp_url, exchange_name=settings.exchange,
@@ -132,6 +139,8 @@ class ServiceRuntime:
             await self.relay.stop()
         if self.projections:
             self.projections.stop()
+        if self.timers:
+            self.timers.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout=10)
         if self.doorbell:
