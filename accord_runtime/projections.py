@@ -26,14 +26,18 @@ from contracts import CloudEvent
 log = structlog.get_logger(__name__)
 
 
-class Projection(Protocol):
-    """Something that folds events into read-model tables inside the caller's transaction."""
+class EventHandler(Protocol):
+    """Handles events inside the caller's transaction: a projection, or a policy reacting to them."""
 
     name: str
-    handles: frozenset[str]  # CloudEvents types (e.g. "accord.agreements.AgreementDrafted.v1")
+    handles: frozenset[str]  # current CloudEvents types (e.g. "accord.agreements.AgreementDrafted.v1")
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        """Fold one event in. Called at most once per event id per projection."""
+        """Handle one event. Called at most once per event id per handler."""
+
+
+class Projection(EventHandler, Protocol):
+    """An event handler that folds events into read-model tables of its own, so it can be rebuilt."""
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         """Delete every row this projection wrote (before a rebuild)."""

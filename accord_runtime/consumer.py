@@ -1,0 +1,465 @@
+"""The bus consumer: other services' events from RabbitMQ, through the inbox, into handlers.
+
+One `BusConsumer` owns one durable quorum queue, ``<queue_prefix>.<service>.<consumer>``, bound to
+the topic exchange with the routing keys (``<service>.<EventName>``) of the types its handlers
+handle. Each message is handled in one Postgres transaction: the inbox insert (the dedup key is
+``(consumer, event_id)``) and every matching handler commit together, and the message is acked only
+after that commit. A redelivery of a committed message therefore finds its inbox row and is acked
+as a duplicate without running the handlers again.
+
+Failures, by kind:
+
+* Bad input (not a CloudEvent, a type this build cannot read, data failing validation) and a
+  handler raising a non-transient error are published, persistent and confirmed, to
+  ``<queue>.dlq`` through the default exchange, with ``x-accord-*`` headers naming the cause; only
+  then is the original acked. Nothing is lost and nothing loops.
+* Transient errors (lost or refused database connections, pool timeouts, serialization failures,
+  OSError) roll back and are nacked with requeue, after a backoff that grows while the failures
+  continue and only ends once the database answers again, so an outage does not spin through the
+  broker's delivery counts.
+* A message that kills the process every time is the broker's job: the queue's
+  ``x-delivery-limit`` dead-letters it, through ``x-dead-letter-exchange`` ``""`` (the default
+  exchange) with ``x-dead-letter-routing-key`` = the DLQ, into the same DLQ (with RabbitMQ's
+  ``x-death`` headers instead of ours). On RabbitMQ 3.x a nack with requeue also counts as a
+  delivery, hence the wait-for-the-database rule above.
+
+Messages are handled one at a time, in delivery order (events of one stream arrive in order, and
+read models rely on it); ``prefetch`` bounds how many wait in memory.
+
+Why aio-pika and not a FastStream subscriber (STYLE.md's default): this loop acks only after the
+commit, publishes each rejected message with its cause before acking it, nacks transient failures
+only once the database is back, and must survive a broker restart. In aio-pika these are direct
+calls on the message and channel, and ``connect_robust`` re-declares the queue, its bindings and
+its consumer after a reconnect (tested with ``rabbitmqctl stop_app``/``start_app``). Under
+FastStream the same needs ``AckPolicy.MANUAL`` plus the raw aio-pika message and a second
+publisher, and FastStream issue 2758 reports RabbitMQ consumers that are not restored after a
+reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from accord_runtime.metrics import EVENTS_CONSUMED, HANDLER_LATENCY
+from accord_runtime.postgres import TRANSIENT_ERRORS
+from accord_runtime.projections import EventHandler, Projection
+from accord_runtime.settings import ServiceSettings
+from contracts import REGISTRY, CloudEvent, EventRegistry, UnknownEventType
+from contracts.envelope import parse_type
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["handled", "duplicate", "ignored", "dead_lettered"]
+Stage = Literal["envelope", "type", "data", "inbox", "handler"]
+
+RECONNECT_INTERVAL = 1.0  # seconds between aio-pika's reconnect attempts
+_PUBLISH_TIMEOUT = 10.0
+# Losing the broker while settling a message: it stays unacked and the broker redelivers it.
+_BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
+
+_INSERT_INBOX = """
+INSERT INTO inbox (consumer, event_id, event_type, envelope) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING position
+"""
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT_ERRORS)
+
+
+def routing_key(event_type: str) -> str:
+    """``accord.agreements.AgreementActivated.v1`` → ``agreements.AgreementActivated``."""
+    service, name, _ = parse_type(event_type)
+    return f"{service}.{name}"
+
+
+def readable(envelope: CloudEvent, registry: EventRegistry) -> CloudEvent:
+    """The envelope with its data validated and upcast to the current version of its type.
+
+    Raises `UnknownEventType` for a type this build cannot read, or the validation error.
+    """
+    data = registry.decode(envelope.type, envelope.data)
+    current = {"type": data.event_type(), "data": data.model_dump(mode="json")}
+    return envelope.model_copy(update=current)
+
+
+class _Rejected(Exception):
+    """This message can never be handled: dead-letter it with its cause."""
+
+    def __init__(self, stage: Stage, error: Exception, handler: str | None = None) -> None:
+        super().__init__(f"{stage}: {error}")
+        self.stage, self.error, self.handler = stage, error, handler
+
+
+class _Transient(Exception):
+    """Handling failed for a reason that may pass: requeue the message."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class BusConsumer:
+    """Feeds `handlers` from one durable quorum queue; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        amqp_url: str,
+        exchange_name: str,
+        service_name: str,
+        consumer_name: str,
+        handlers: Sequence[EventHandler],
+        queue_prefix: str = "accord",
+        prefetch: int = 64,
+        registry: EventRegistry = REGISTRY,
+        delivery_limit: int = 20,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 5.0,
+        acquire_timeout: float = 10.0,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a consumer needs at least one handler")
+        for handler in handlers:
+            for event_type in handler.handles:
+                registry.model(event_type)  # fail fast: UnknownEventType for a typo or a newer type
+        self.service, self.consumer_name = service_name, consumer_name
+        self.queue_name = f"{queue_prefix}.{service_name}.{consumer_name}"
+        self.dlq_name = f"{self.queue_name}.dlq"
+        self.routing_keys = frozenset(routing_key(t) for h in handlers for t in h.handles)
+        self._pool, self._amqp_url, self._exchange = pool, amqp_url, exchange_name
+        self._handlers = list(handlers)
+        self._prefetch, self._registry, self._delivery_limit = prefetch, registry, delivery_limit
+        self._retry_delay, self._max_retry_delay = retry_delay, max_retry_delay
+        self._acquire_timeout = acquire_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._failures = 0  # consecutive transient failures, for the backoff
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ServiceSettings,
+        pool: asyncpg.Pool,
+        consumer_name: str,
+        handlers: Sequence[EventHandler],
+        *,
+        registry: EventRegistry = REGISTRY,
+    ) -> BusConsumer:
+        return cls(
+            pool=pool,
+            amqp_url=settings.amqp_url,
+            exchange_name=settings.exchange,
+            service_name=settings.service_name,
+            consumer_name=consumer_name,
+            handlers=handlers,
+            queue_prefix=settings.queue_prefix,
+            prefetch=settings.prefetch,
+            registry=registry,
+        )
+
+    async def start(self) -> None:
+        """Connect, declare exchange, queue, DLQ and bindings, and start consuming."""
+        self._connection = await aio_pika.connect_robust(
+            self._amqp_url, reconnect_interval=RECONNECT_INTERVAL,
+            client_properties={"connection_name": self.queue_name},
+        )
+        try:
+            await self._declare_and_consume(self._connection)
+        except BaseException:
+            await self._connection.close()
+            raise
+        log.info("consumer started", queue=self.queue_name, routing_keys=sorted(self.routing_keys))
+
+    async def _declare_and_consume(self, connection: AbstractRobustConnection) -> None:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self._prefetch)
+        exchange = await channel.declare_exchange(
+            self._exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await channel.declare_queue(
+            self.dlq_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        queue = await channel.declare_queue(
+            self.queue_name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": self._delivery_limit,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.dlq_name,
+            },
+        )
+        for key in sorted(self.routing_keys):
+            await queue.bind(exchange, routing_key=key)
+        self._queue = queue
+        self._consumer_tag = await queue.consume(self._on_message)  # deliveries wait in the buffer
+        self._worker = asyncio.create_task(self._work(), name=f"consumer {self.queue_name}")
+        self._worker.add_done_callback(self._worker_done)
+
+    async def stop(self, grace_period: float = 30.0) -> None:
+        """Stop consuming, finish the message in hand, and close.
+
+        Messages received but not started stay unacked; closing the channel returns them to the
+        queue. After `grace_period` the message in hand is cancelled (its transaction rolls back).
+        """
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                # Bounded from outside: a robust channel waits for the broker to come back first.
+                async with asyncio.timeout(5):
+                    await self._queue.cancel(self._consumer_tag)
+            except _BROKER_ERRORS as error:
+                log.warning("could not cancel the consumer; closing anyway", queue=self.queue_name,
+                            error=repr(error))
+        self._buffer.put_nowait(None)
+        if self._worker is not None:
+            done, _ = await asyncio.wait({self._worker}, timeout=grace_period)
+            if not done:
+                self._worker.cancel()
+                await asyncio.wait({self._worker})
+        if self._connection is not None:
+            await self._connection.close()
+        log.info("consumer stopped", queue=self.queue_name)
+
+    async def __aenter__(self) -> BusConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if not self._stopping.is_set():
+            self._buffer.put_nowait(message)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("consumer worker died; no more messages are handled",
+                         queue=self.queue_name, exc_info=task.exception())
+
+    async def _work(self) -> None:
+        while True:
+            message = await self._buffer.get()
+            if message is None or self._stopping.is_set():
+                return
+            if _channel_closed(message):
+                # Delivered on a channel that is gone: the broker has requeued it already.
+                log.debug("skipping a message of a closed channel", queue=self.queue_name)
+                continue
+            try:
+                await self._handle(message)
+            except _BROKER_ERRORS as error:
+                log.warning("lost the broker while settling a message; it will be redelivered",
+                            queue=self.queue_name, message_id=message.message_id, error=repr(error))
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = await self._process(message)
+        except _Rejected as rejected:
+            try:
+                await self._dead_letter(message, rejected)
+            except _BROKER_ERRORS as error:
+                await self._retry_later(message, error)
+                return
+            outcome = "dead_lettered"
+        except _Transient as transient:
+            await self._retry_later(message, transient.error)
+            return
+        else:
+            await message.ack()
+            elapsed = time.perf_counter() - started
+            HANDLER_LATENCY.labels(self.service, self.consumer_name).observe(elapsed)
+        self._failures = 0
+        EVENTS_CONSUMED.labels(self.service, self.consumer_name, outcome).inc()
+
+    async def _process(self, message: AbstractIncomingMessage) -> Outcome:
+        """Read, check and handle one message; raise `_Rejected` or `_Transient` if it fails."""
+        try:
+            envelope = CloudEvent.model_validate_json(message.body)
+        except ValueError as error:  # pydantic's ValidationError, malformed JSON included
+            raise _Rejected("envelope", error) from error
+        try:
+            event = readable(envelope, self._registry)
+        except UnknownEventType as error:
+            raise _Rejected("type", error) from error
+        except Exception as error:  # validation or a failing upcaster: the data is unreadable
+            raise _Rejected("data", error) from error
+        handlers = [h for h in self._handlers if event.type in h.handles]
+        if not handlers:
+            return "ignored"
+        running: str | None = None
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as proxy:
+                conn = cast(asyncpg.Connection, proxy)  # the pool's proxy forwards every method
+                async with conn.transaction():
+                    stored = await conn.fetchval(
+                        _INSERT_INBOX, self.consumer_name, envelope.id, envelope.type,
+                        envelope.model_dump(mode="json"),
+                    )
+                    if stored is None:
+                        return "duplicate"
+                    for handler in handlers:
+                        running = handler.name
+                        await handler.apply(conn, event)
+        except Exception as error:
+            if is_transient(error):
+                raise _Transient(error) from error
+            raise _Rejected("handler" if running else "inbox", error, running) from error
+        return "handled"
+
+    # -- failing --------------------------------------------------------------------------------
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, rejected: _Rejected) -> None:
+        """Publish the message to the DLQ with its cause (persistent, confirmed), then ack it."""
+        assert self._channel is not None
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers.update({
+            "x-accord-error": str(rejected.error)[:2000] or type(rejected.error).__name__,
+            "x-accord-error-type": type(rejected.error).__name__,
+            "x-accord-error-stage": rejected.stage,
+            "x-accord-consumer": self.consumer_name,
+            "x-accord-queue": self.queue_name,
+            "x-accord-failed-at": datetime.now(UTC).isoformat(),
+            "x-accord-original-exchange": message.exchange or "",
+            "x-accord-original-routing-key": message.routing_key or "",
+        })
+        if rejected.handler:
+            headers["x-accord-handler"] = rejected.handler
+        dead = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        log.error(
+            "dead-lettering a message",
+            queue=self.queue_name,
+            dlq=self.dlq_name,
+            stage=rejected.stage,
+            handler=rejected.handler,
+            event_id=_peek(message, "id"),
+            event_type=_peek(message, "type"),
+            error=str(rejected.error)[:2000],
+            error_type=type(rejected.error).__name__,
+            exc_info=rejected.error if rejected.stage in ("handler", "inbox") else None,
+        )
+        await self._channel.default_exchange.publish(
+            dead, routing_key=self.dlq_name, mandatory=True, timeout=_PUBLISH_TIMEOUT
+        )
+        await message.ack()
+
+    async def _retry_later(self, message: AbstractIncomingMessage, error: BaseException) -> None:
+        """Back off, wait until the database answers, then requeue the message."""
+        self._failures += 1
+        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (self._failures - 1))
+        log.warning("transient failure; the message will be redelivered", queue=self.queue_name,
+                    event_id=_peek(message, "id"), event_type=_peek(message, "type"),
+                    error=repr(error), attempt=self._failures, delay=delay)
+        await self._pause(delay)
+        await self._database_answers()
+        await message.nack(requeue=True)
+
+    async def _database_answers(self) -> None:
+        delay = self._retry_delay
+        while not self._stopping.is_set():
+            try:
+                async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                    await conn.fetchval("SELECT 1")
+                return
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                log.warning("database unavailable; waiting", queue=self.queue_name,
+                            error=repr(error))
+            await self._pause(delay)
+            delay = min(self._max_retry_delay, delay * 2)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up as soon as `stop()` is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _channel_closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:
+        return True
+
+
+def _peek(message: AbstractIncomingMessage, field: str) -> str | None:
+    """A top-level envelope field for logs, from a body that may not even be JSON."""
+    try:
+        body = json.loads(message.body)
+    except ValueError:
+        return None
+    return str(body[field]) if isinstance(body, dict) and field in body else None
+
+
+async def replay_inbox(
+    pool: asyncpg.Pool,
+    consumer_name: str,
+    projections: Iterable[Projection],
+    *,
+    registry: EventRegistry = REGISTRY,
+) -> int:
+    """Rebuild inbox-fed `projections` from the local copy; return how many envelopes were read.
+
+    In one transaction: clear every projection, then apply each envelope the consumer stored, in
+    inbox `position` order, upcast by `registry` exactly as the live consumer does.
+    """
+    projections = list(projections)
+    count = 0
+    async with pool.acquire() as proxy:
+        conn = cast(asyncpg.Connection, proxy)  # the pool's proxy forwards every method
+        async with conn.transaction():
+            for projection in projections:
+                await projection.clear(conn)
+            rows = conn.cursor(
+                "SELECT envelope FROM inbox WHERE consumer = $1 ORDER BY position", consumer_name
+            )
+            async for row in rows:
+                event = readable(CloudEvent.model_validate(row["envelope"]), registry)
+                count += 1
+                for projection in projections:
+                    if event.type in projection.handles:
+                        await projection.apply(conn, event)
+    return count
