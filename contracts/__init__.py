@@ -21,3 +21,4 @@ __all__ = [
 
 # Importing the event modules registers their types.
 from contracts import agreements as agreements  # noqa: E402
+from contracts import queries as queries  # noqa: E402
