@@ -47,7 +47,7 @@ def service_cli(definition: ServiceDefinition, settings: Callable[[], ServiceSet
         """Rebuild read models from the event store (safe while the service runs)."""
         current = settings()
         configure_logging(current.log_level, json=current.log_json)
-        known = [p.name for p in definition.projections]
+        known = definition.rebuildable()
         unknown = sorted(set(projection or []) - set(known))
         if unknown:
             console.print(f"[red]unknown projection(s): {', '.join(unknown)}[/]; known: {', '.join(known)}")
@@ -56,7 +56,6 @@ def service_cli(definition: ServiceDefinition, settings: Callable[[], ServiceSet
         async def run() -> int:
             runtime = ServiceRuntime(definition, current)
             await runtime.open_storage()
-            assert runtime.projections is not None
             try:
                 with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as bar:
                     task = bar.add_task("replaying events", total=None)
@@ -67,7 +66,7 @@ def service_cli(definition: ServiceDefinition, settings: Callable[[], ServiceSet
                         done += n
                         bar.update(task, description=f"replayed {done} events")
 
-                    return await runtime.projections.rebuild(projection or None, progress=advance)
+                    return await runtime.rebuild(projection or None, progress=advance)
             finally:
                 await runtime.pool.close()
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 import structlog
@@ -36,6 +36,7 @@ class EventHandler(Protocol):
         """Handle one event. Called at most once per event id per handler."""
 
 
+@runtime_checkable
 class Projection(EventHandler, Protocol):
     """An event handler that folds events into read-model tables of its own, so it can be rebuilt."""
 

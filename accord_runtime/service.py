@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI
 
-from accord_runtime.consumer import BusConsumer
+from accord_runtime.consumer import BusConsumer, replay_inbox
 from accord_runtime.doorbell import Doorbell
 from accord_runtime.eventstore import EventStore
 from accord_runtime.http import create_app
@@ -48,6 +48,16 @@ class ServiceDefinition:
     timers: Mapping[str, TimerHandler] = field(default_factory=dict)  # timer kind → handler
     routers: Sequence[APIRouter] = ()
     error_statuses: Mapping[type[Exception], int] = field(default_factory=dict)
+
+    def rebuildable(self) -> list[str]:
+        """Names of every read model `rebuild` can rebuild: own projections and bus-fed ones.
+
+        Bus-fed handlers that are not projections (policies that act on events) are never
+        replayed: replaying them would act again.
+        """
+        names = [p.name for p in self.projections]
+        names += [h.name for c in self.consumers for h in c.handlers if isinstance(h, Projection)]
+        return names
 
     def migrations(self) -> list[Migration]:
         own = migrations_in(self.name, self.migrations_package) if self.migrations_package else []
@@ -96,6 +106,25 @@ class ServiceRuntime:
         self._store = EventStore(self._pool, source=self.settings.source)
         self.projections = ProjectionRunner(self._store, self._pool, self.definition.projections,
                                             service=self.settings.service_name)
+
+    async def rebuild(self, names: Sequence[str] | None = None,
+                      progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild read models: own projections from the event store, bus-fed ones from the inbox."""
+        selected = set(names or self.definition.rebuildable())
+        unknown = selected - set(self.definition.rebuildable())
+        if unknown:
+            raise KeyError(f"unknown read models: {sorted(unknown)}")
+        assert self.projections is not None, "open_storage() first"
+        own = [p.name for p in self.definition.projections if p.name in selected]
+        total = await self.projections.rebuild(own, progress=progress) if own else 0
+        for consumer in self.definition.consumers:
+            fed = [h for h in consumer.handlers if isinstance(h, Projection) and h.name in selected]
+            if fed:
+                replayed = await replay_inbox(self.pool, consumer.name, fed)
+                if progress:
+                    progress(replayed)
+                total += replayed
+        return total
 
     async def start(self) -> None:
         """Open storage and start every background worker."""

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from accord_runtime.service import ServiceRuntime
 from accord_runtime.settings import ServiceSettings
+from tests.e2e.conftest import Party
 from tests.support import eventually
 
 pytestmark = pytest.mark.servers
@@ -88,3 +90,38 @@ async def test_console_scripts_serve_the_slice_and_stop_gracefully(settings: Ser
     lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
     assert any(line.get("event") == "service stopped" for line in lines)
     assert client["token"] not in output.decode()  # tokens never logged
+
+
+async def test_rebuild_command_restores_read_models_from_the_event_store(
+    settings: ServiceSettings, agreements: ServiceRuntime, api: httpx.AsyncClient,
+    client_party: Party, provider_party: Party,
+) -> None:
+    for n in range(3):
+        response = await api.post("/agreements", headers=client_party.headers, json={
+            "title": f"Agreement {n}", "client_organisation_id": str(client_party.organisation_id),
+            "provider_organisation_id": str(provider_party.organisation_id)})
+        agreement = response.json()["agreement_id"]
+        if n:
+            await api.post(f"/agreements/{agreement}/proposal", headers=client_party.headers)
+    assert agreements.projections is not None
+    await agreements.projections.catch_up()
+    tables = ("agreement_summaries", "agreement_history", "api_tokens")
+    before = {t: await agreements.pool.fetch(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
+    await agreements.pool.execute("UPDATE agreement_summaries SET title = 'corrupted'")
+    await agreements.pool.execute("DELETE FROM agreement_history WHERE sequence > 1")
+    await agreements.pool.execute("DELETE FROM api_tokens")
+
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "accord-agreements"), "rebuild", env=environment(settings, free_port()),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    assert "rebuilt" in stderr.decode()
+    after = {t: await agreements.pool.fetch(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
+    assert after == before
+
+    unknown = await asyncio.create_subprocess_exec(
+        str(BIN / "accord-agreements"), "rebuild", "--projection", "nope", env=environment(settings, free_port()),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(unknown.communicate(), 60)
+    assert unknown.returncode == 2 and "unknown projection" in stderr.decode()
