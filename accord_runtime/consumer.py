@@ -278,7 +278,9 @@ class BusConsumer:
                 log.debug("skipping a message of a closed channel", queue=self.queue_name)
                 continue
             try:
-                await self._handle(message)
+                with structlog.contextvars.bound_contextvars(
+                        consumer=self.consumer_name, event_id=message.message_id, correlation_id=None, event_type=None):
+                    await self._handle(message)
             except _BROKER_ERRORS as error:
                 log.warning("lost the broker while settling a message; it will be redelivered",
                             queue=self.queue_name, message_id=message.message_id, error=repr(error))
@@ -310,6 +312,7 @@ class BusConsumer:
             envelope = CloudEvent.model_validate_json(message.body)
         except ValueError as error:  # pydantic's ValidationError, malformed JSON included
             raise _Rejected("envelope", error) from error
+        structlog.contextvars.bind_contextvars(correlation_id=str(envelope.correlationid), event_type=envelope.type)
         try:
             event = readable(envelope, self._registry)
         except UnknownEventType as error:
