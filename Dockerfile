@@ -11,6 +11,7 @@ WORKDIR /src
 # README.md is the project's `readme`: the build needs it for the package metadata.
 COPY pyproject.toml README.md ./
 COPY accord_runtime ./accord_runtime
+COPY business_time ./business_time
 COPY contracts ./contracts
 COPY services ./services
 # The runtime dependencies only (no dev extras), into a venv copied whole into the final stage.
