@@ -1,11 +1,20 @@
-"""Commands the agreements service accepts: imperative, validated at the edge."""
+"""Commands the agreements service accepts: imperative, validated at the edge (422 names the field).
+
+Identifiers of the agreement and of the part a command is about travel in the URL; a command
+creating a part gets its id from the service (returned as ``created_id``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from datetime import date
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from contracts.agreements import Body, Line, Reason, Role, Sentiment, Side, Text, Url
+from contracts.sla import SLAPolicy
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -15,6 +24,8 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^@\s
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+# --- identity --------------------------------------------------------------------------------------
 
 class RegisterOrganisation(Command):
     display_name: Name
@@ -31,6 +42,8 @@ class IssueApiToken(Command):
     label: Annotated[str, StringConstraints(max_length=200)] = ""
 
 
+# --- lifecycle -------------------------------------------------------------------------------------
+
 class DraftAgreement(Command):
     title: Title
     summary: Annotated[str, StringConstraints(max_length=10_000)] = ""
@@ -46,6 +59,177 @@ class AcceptAgreement(Command):
     agreement_id: UUID
 
 
+class ChangeLifecycle(Command):
+    """Suspend, resume or terminate: always with a reason."""
+
+    reason: Reason
+
+
+class RenewAgreement(Command):
+    reason: Reason
+    renewed_until: date | None = None
+
+
+# --- parts -----------------------------------------------------------------------------------------
+
+class StateGoal(Command):
+    outcome: Body
+    success_measure: Body
+    constraints: list[Line] = Field(default_factory=list, max_length=50)
+
+
+class AcknowledgeGoal(Command):
+    understanding: Body
+    revision: int | None = Field(default=None, ge=1, description="The revision acknowledged (checked if given).")
+
+
+class AskAboutGoal(Command):
+    question: Body
+    revision: int | None = Field(default=None, ge=1)
+
+
+class DocumentRequirement(Command):
+    title: Title
+    description: Body
+    acceptance_criteria: list[Line] = Field(min_length=1, max_length=100)
+    technical_specifications: Text = ""
+    timeline: Text = ""
+    attachments: list[Url] = Field(default_factory=list, max_length=50)
+
+
+class AskAboutRequirement(Command):
+    question: Body
+
+
+class AcceptRequirement(Command):
+    revision: int | None = Field(default=None, ge=1)
+
+
+class DefineDeliverable(Command):
+    title: Title
+    expectations: Body
+    due_on: date
+    requirement_ids: list[UUID] = Field(default_factory=list, max_length=100)
+
+
+class Deliver(Command):
+    note: Text = ""
+    url: Url | None = None
+
+
+class RejectDeliverable(Command):
+    reason: Body
+
+
+class SetCommunicationPlan(Command):
+    status_update_every_seconds: int | None = Field(default=None, ge=1, le=31_536_000)
+    meetings: Text = ""
+    channels: list[Line] = Field(default_factory=list, max_length=20)
+
+
+class PostStatusUpdate(Command):
+    summary: Body
+
+
+class AssignContact(Command):
+    role: Role
+    name: Name
+    email: Email
+    escalation_level: int | None = Field(default=None, ge=1, le=9)
+
+
+class ChangePersonnel(Command):
+    name: Name
+    email: Email
+    handover_notes: Body
+
+
+class RemoveContact(Command):
+    reason: Text = ""
+
+
+class SetSLAPolicy(Command):
+    policy: SLAPolicy
+    effective_from: AwareDatetime | None = None
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        """The policy's models are strict; read the request's JSON form as JSON, not as Python."""
+        return SLAPolicy.model_validate_json(json.dumps(value)) if isinstance(value, dict) else value
+
+
+class StepSpec(Command):
+    step_id: UUID | None = Field(default=None, description="Keep a step's id when redefining a procedure.")
+    title: Line
+    owner_side: Side
+    owner_role: Role | None = None
+    needs_from_other_side: list[Line] = Field(default_factory=list, max_length=20)
+
+
+class DefineProcedure(Command):
+    name: Title
+    steps: list[StepSpec] = Field(min_length=1, max_length=100)
+
+
+class ReportBreakdown(Command):
+    step_id: UUID
+    what_broke: Body
+    impact: Body
+
+
+class ResolveBreakdown(Command):
+    fix: Body
+
+
+class RequestScopeChange(Command):
+    title: Title
+    what: Body
+    why: Body
+
+
+class AssessScopeChange(Command):
+    effort_hours: int = Field(ge=0)
+    cost_minor_units: int = Field(ge=0)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    timeline_impact_days: int = Field(ge=-3650, le=3650)
+    notes: Text = ""
+
+
+class RejectScopeChange(Command):
+    reason: Body
+
+
+class RecordDisagreement(Command):
+    topic: Title
+    description: Body
+
+
+class ProposeResolution(Command):
+    resolution: Body
+
+
+class SetCheckInPlan(Command):
+    every_days: int = Field(ge=1, le=366)
+    format: Text = ""
+
+
+class ActionItemSpec(Command):
+    owner_side: Side
+    description: Line
+    due_on: date | None = None
+
+
+class HoldCheckIn(Command):
+    held_on: date
+    client_score: int = Field(ge=1, le=10)
+    provider_score: int = Field(ge=1, le=10)
+    client_sentiment: Sentiment
+    provider_sentiment: Sentiment
+    notes: Text = ""
+    action_items: list[ActionItemSpec] = Field(default_factory=list, max_length=50)
+
+
 class AgreementState(BaseModel):
     """What a command on an agreement returns: its state right after the command."""
 
@@ -54,3 +238,4 @@ class AgreementState(BaseModel):
     version: int = Field(description="Stream version: the number of events the agreement has.")
     agreement_version: int
     accepted_by: list[str]
+    created_id: UUID | None = Field(default=None, description="The id of the part the command created, if any.")

@@ -1,9 +1,14 @@
-"""One handler per command: load the aggregate, decide, append — retried on a concurrent change."""
+"""One handler per command: load the aggregate, decide, append — retried on a concurrent change.
+
+Commands on an agreement share `change_agreement`: the decision gets the aggregate and the
+command's time; the append and any status-update timer it calls for commit in one transaction.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
 
@@ -11,8 +16,16 @@ import asyncpg
 
 from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
 from accord_runtime.identity import hash_token, new_token
-from contracts import REGISTRY
-from contracts.agreements import ApiTokenIssued, OrganisationRegistered, UserRegistered
+from accord_runtime.postgres import transaction
+from contracts import REGISTRY, EventData
+from contracts.agreements import (
+    AgreementActivated,
+    AgreementAmended,
+    AgreementRenewed,
+    ApiTokenIssued,
+    OrganisationRegistered,
+    UserRegistered,
+)
 from services.agreements.commands import (
     AcceptAgreement,
     AgreementState,
@@ -23,9 +36,11 @@ from services.agreements.commands import (
     RegisterUser,
 )
 from services.agreements.domain import Agreement, InvalidCommand, stream_id
+from services.agreements.reactions import keep_status_clock, load
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 5
+Decision = Callable[[Agreement, datetime], None]
 
 
 class NotFound(LookupError):
@@ -51,15 +66,16 @@ async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
 
 
 async def load_agreement(store: EventStore, agreement_id: UUID) -> Agreement:
-    envelopes = await store.read_stream(stream_id(agreement_id))
-    return Agreement.replay(agreement_id, [REGISTRY.decode(e.type, e.data) for e in envelopes])
+    return await load(store, agreement_id)
 
 
-def _state(agreement: Agreement, version: int) -> AgreementState:
+def _state(agreement: Agreement, version: int, created_id: UUID | None = None) -> AgreementState:
     return AgreementState(agreement_id=agreement.agreement_id, status=agreement.status, version=version,
                           agreement_version=agreement.agreement_version,
-                          accepted_by=sorted(agreement.accepted_by))
+                          accepted_by=sorted(agreement.accepted_by), created_id=created_id)
 
+
+# --- identity --------------------------------------------------------------------------------------
 
 async def register_organisation(ctx: Context, cmd: RegisterOrganisation, meta: Metadata) -> UUID:
     organisation_id = uuid4()
@@ -96,6 +112,8 @@ async def issue_api_token(ctx: Context, cmd: IssueApiToken, meta: Metadata) -> s
     return token
 
 
+# --- the agreement ---------------------------------------------------------------------------------
+
 async def draft_agreement(
     ctx: Context, cmd: DraftAgreement, meta: Metadata, organisation_id: UUID
 ) -> AgreementState:
@@ -111,15 +129,21 @@ async def draft_agreement(
     return _state(agreement, result.version)
 
 
-async def _change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata,
-                            decide: Callable[[Agreement], None]) -> AgreementState:
+async def change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata, decide: Decision,
+                           *, created_id: UUID | None = None) -> AgreementState:
+    """Load the agreement, let `decide` record events, append them (with the status clock's timer)."""
     async def attempt() -> AgreementState:
-        agreement = await load_agreement(ctx.store, agreement_id)
+        agreement = await load(ctx.store, agreement_id)
         if agreement.status == "new":
             raise NotFound(f"agreement {agreement_id} does not exist")
-        decide(agreement)
-        result = await ctx.store.append(stream_id(agreement_id), agreement.version, agreement.pending, meta)
-        return _state(agreement, result.version)
+        period_before, now = agreement.status_update_period, datetime.now(UTC)
+        decide(agreement, now)
+        async with transaction(ctx.pool) as conn:
+            await keep_status_clock(conn, agreement, period_before, now)
+            result = await ctx.store.append(stream_id(agreement_id), agreement.version, agreement.pending, meta,
+                                            conn=conn)
+        ctx.store.notify_appended()
+        return _state(agreement, result.version, created_id)
 
     return await _retrying(attempt)
 
@@ -127,10 +151,36 @@ async def _change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata,
 async def propose_agreement(
     ctx: Context, cmd: ProposeAgreement, meta: Metadata, organisation_id: UUID
 ) -> AgreementState:
-    return await _change_agreement(ctx, cmd.agreement_id, meta, lambda a: a.propose(organisation_id))
+    return await change_agreement(ctx, cmd.agreement_id, meta, lambda a, _: a.propose(organisation_id))
 
 
 async def accept_agreement(
     ctx: Context, cmd: AcceptAgreement, meta: Metadata, organisation_id: UUID
 ) -> AgreementState:
-    return await _change_agreement(ctx, cmd.agreement_id, meta, lambda a: a.accept(organisation_id))
+    return await change_agreement(ctx, cmd.agreement_id, meta, lambda a, _: a.accept(organisation_id))
+
+
+# --- versions and time travel ----------------------------------------------------------------------
+
+VERSION_EVENTS = (AgreementActivated, AgreementAmended, AgreementRenewed)
+
+
+async def agreement_at(store: EventStore, agreement_id: UUID, *, as_of: datetime | None = None,
+                       version: int | None = None) -> Agreement:
+    """The agreement as it was at `as_of`, or right after the event that made agreement `version`."""
+    envelopes = await store.read_stream(stream_id(agreement_id), as_of=as_of)
+    events = [REGISTRY.decode(e.type, e.data) for e in envelopes]
+    if version is not None:
+        events = _through_version(events, version)
+    agreement = Agreement.replay(agreement_id, events)
+    if agreement.status == "new":
+        when = f" as of {as_of.isoformat()}" if as_of else ""
+        raise NotFound(f"agreement {agreement_id} did not exist{when}")
+    return agreement
+
+
+def _through_version(events: list[EventData], version: int) -> list[EventData]:
+    for index, event in enumerate(events):
+        if isinstance(event, VERSION_EVENTS) and event.agreement_version == version:
+            return events[:index + 1]
+    raise NotFound(f"the agreement has no version {version}")

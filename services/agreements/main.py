@@ -16,13 +16,14 @@ from accord_runtime.cli import service_cli
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import IdentityProjection
 from accord_runtime.logs import configure_logging
-from accord_runtime.service import ServiceDefinition, ServiceRuntime
+from accord_runtime.service import ConsumerDefinition, ServiceDefinition, ServiceRuntime
 from accord_runtime.settings import ServiceSettings
 from services.agreements import handlers
 from services.agreements.api import router
 from services.agreements.commands import IssueApiToken, RegisterOrganisation, RegisterUser
-from services.agreements.domain import InvalidCommand, InvalidTransition, NotAParty
-from services.agreements.projections import AgreementHistory, AgreementSummaries
+from services.agreements.domain import InvalidCommand, InvalidTransition, NotAParty, UnknownPart, WrongSide
+from services.agreements.projections import AgreementHistory, AgreementSummaries, SharedAgreements
+from services.agreements.reactions import STATUS_UPDATE_DUE, RequirementClarifications, status_update_due
 
 T = TypeVar("T")
 
@@ -34,12 +35,16 @@ class AgreementsSettings(ServiceSettings):
 DEFINITION = ServiceDefinition(
     name="agreements",
     migrations_package="services.agreements",
-    projections=(IdentityProjection(), AgreementSummaries(), AgreementHistory()),
+    projections=(IdentityProjection(), AgreementSummaries(), AgreementHistory(), SharedAgreements()),
+    consumers=(ConsumerDefinition("clarifications", (RequirementClarifications(),)),),
+    timers={STATUS_UPDATE_DUE: status_update_due},
     routers=(router,),
     error_statuses={
         InvalidTransition: 409,
         NotAParty: 403,
+        WrongSide: 403,
         InvalidCommand: 422,
+        UnknownPart: 404,
         handlers.NotFound: 404,
     },
 )

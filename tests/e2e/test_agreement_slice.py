@@ -47,7 +47,8 @@ async def test_draft_propose_accept_activate_over_http_and_the_bus(
     assert first.json()["status"] == "proposed" and first.json()["accepted_by"] == ["client"]
     second = await api.post(f"/agreements/{agreement_id}/acceptance", headers=provider_party.headers)
     assert second.json() == {"agreement_id": agreement_id, "status": "active", "version": 5,
-                             "agreement_version": 1, "accepted_by": ["client", "provider"]}
+                             "agreement_version": 1, "accepted_by": ["client", "provider"],
+                             "created_id": None}
 
     # the read model catches up: one agreement with its status and full history
     async def detail() -> dict[str, Any] | None:

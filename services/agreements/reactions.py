@@ -1,0 +1,150 @@
+"""What the agreements service does on its own: the status-update clock (a durable timer) and the
+reaction to answered clarification queries from the queries service (a bus consumer).
+
+Both run inside a transaction someone else owns (the timer scheduler's, the consumer's), so they
+read and append on that transaction's connection: the events commit with the timer's firing or
+with the inbox row, or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import cast
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.timers import Timer, cancel, schedule
+from contracts import REGISTRY, CloudEvent
+from contracts.queries import QueryAnswered
+from services.agreements.domain import Agreement, UnknownPart, stream_id
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "/accord/agreements"
+STATUS_UPDATE_DUE = "agreements.status_update_due"
+MAX_ATTEMPTS = 5
+
+
+class _OneConnection:
+    """Stands in for a pool that hands out one connection: the caller's, inside its transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        yield self._conn
+
+
+def store_on(conn: asyncpg.Connection) -> EventStore:
+    """An event store that reads and appends on `conn` (see the module docstring).
+
+    Nobody is notified after its appends: the caller's commit comes later, and the relay and
+    the projections find the events on their next poll.
+    """
+    return EventStore(cast(asyncpg.Pool, _OneConnection(conn)), source=SOURCE)
+
+
+async def load(store: EventStore, agreement_id: UUID) -> Agreement:
+    envelopes = await store.read_stream(stream_id(agreement_id))
+    return Agreement.replay(agreement_id, [REGISTRY.decode(e.type, e.data) for e in envelopes])
+
+
+# --- the status-update clock --------------------------------------------------------------------
+
+def _timer_key(agreement_id: UUID, period: int) -> str:
+    return f"{agreement_id}/{period}"
+
+
+async def keep_status_clock(conn: asyncpg.Connection, agreement: Agreement, period_before: int,
+                            start: datetime) -> None:
+    """Re-arm the status-update timer if the decision restarted the clock (call before appending).
+
+    One timer per period: the previous period's timer is cancelled (a timer still firing holds
+    its row, so this waits for it, and the append after it then meets its events), and the new
+    one is set `cadence` after `start` — if the agreement is active with a cadence at all.
+    """
+    if agreement.status_update_period == period_before:
+        return
+    await cancel(conn, STATUS_UPDATE_DUE, _timer_key(agreement.agreement_id, period_before))
+    cadence = agreement.status_update_cadence
+    if cadence is not None:
+        period = agreement.status_update_period
+        await schedule(conn, STATUS_UPDATE_DUE, _timer_key(agreement.agreement_id, period),
+                       start + timedelta(seconds=cadence),
+                       {"agreement_id": str(agreement.agreement_id), "period": period})
+
+
+async def _retrying_on(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[None]]) -> None:
+    """Run `attempt` in a savepoint, again if a concurrent command moved the stream meanwhile."""
+    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
+        try:
+            async with conn.transaction():
+                await attempt()
+            return
+        except ConcurrencyError:
+            if not remaining:
+                raise
+
+
+async def status_update_due(conn: asyncpg.Connection, timer: Timer) -> None:
+    """Timer handler: the cadence passed without a status update; record it and arm the next period."""
+    agreement_id, period = UUID(timer.payload["agreement_id"]), int(timer.payload["period"])
+    store = store_on(conn)
+
+    async def attempt() -> None:
+        agreement = await load(store, agreement_id)
+        if not agreement.record_status_update_overdue(period=period, due_at=timer.due_at):
+            return  # stale: an update arrived, the plan changed, or the agreement is not active
+        cadence = agreement.status_update_cadence
+        assert cadence is not None
+        next_due = timer.due_at + timedelta(seconds=cadence)
+        start = timer.due_at if next_due > datetime.now(UTC) else datetime.now(UTC)
+        await keep_status_clock(conn, agreement, period, start)
+        await store.append(stream_id(agreement_id), agreement.version, agreement.pending,
+                           Metadata.new("system:agreements"), conn=conn)
+
+    await _retrying_on(conn, attempt)
+
+
+# --- clarifications answered in the queries service ---------------------------------------------
+
+class RequirementClarifications:
+    """Records a requirement's clarified revision when its clarification query is answered.
+
+    A policy, not a read model: it appends events and owns no tables, so `clear` has nothing to
+    delete, and applying an answer twice records nothing the second time.
+    """
+
+    name = "requirement_clarifications"
+    handles = frozenset({QueryAnswered.event_type()})
+
+    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
+        answered = REGISTRY.decode(event.type, event.data)
+        assert isinstance(answered, QueryAnswered)
+        if answered.about_kind != "requirement" or answered.purpose != "clarification" or answered.about_id is None:
+            return
+        requirement_id = answered.about_id
+        store = store_on(conn)
+
+        async def attempt() -> None:
+            agreement = await load(store, answered.agreement_id)
+            if agreement.status == "new":
+                raise UnknownPart(f"no agreement {answered.agreement_id} for answered query {answered.query_id}")
+            if agreement.clarify_requirement(requirement_id=requirement_id, query_id=answered.query_id,
+                                             answer=answered.answer):
+                await store.append(stream_id(answered.agreement_id), agreement.version, agreement.pending,
+                                   Metadata(event.actor, event.correlationid, event.id), conn=conn)
+            else:
+                log.info("clarification answer changes nothing", requirement_id=str(requirement_id),
+                         query_id=str(answered.query_id))
+
+        await _retrying_on(conn, attempt)
+
+    async def clear(self, conn: asyncpg.Connection) -> None:
+        """Nothing to clear (see the class docstring)."""
