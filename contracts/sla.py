@@ -6,6 +6,7 @@ services count business time with them (see the `business_time` package).
 
 from __future__ import annotations
 
+import itertools
 import zoneinfo
 from datetime import date, time
 from typing import Annotated, Literal
@@ -54,7 +55,7 @@ class BusinessCalendar(_Value):
     def _no_overlaps(self) -> BusinessCalendar:
         for weekday in range(7):
             periods = sorted((p.start, p.end) for p in self.working_periods if p.weekday == weekday)
-            for (_, end), (start, _) in zip(periods, periods[1:], strict=False):
+            for (_, end), (start, _) in itertools.pairwise(periods):
                 if start < end:
                     raise ValueError(f"working periods overlap on weekday {weekday}")
         return self
