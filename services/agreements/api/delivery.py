@@ -33,8 +33,9 @@ async def define_deliverable(request: Request, agreement_id: UUID, body: DefineD
 
 
 @router.post("/deliverables/{deliverable_id}/delivery", response_model=AgreementState)
-async def deliver(request: Request, agreement_id: UUID, deliverable_id: UUID, body: Deliver,
-                  principal: CurrentPrincipal) -> AgreementState:
+async def deliver(request: Request, agreement_id: UUID, deliverable_id: UUID, principal: CurrentPrincipal,
+                  body: Deliver | None = None) -> AgreementState:
+    body = body or Deliver()
     return await execute(request, principal, agreement_id, lambda a, by, _: a.deliver(
         by, deliverable_id=deliverable_id, note=body.note, url=body.url))
 

@@ -74,7 +74,8 @@ async def ask_about_requirement(request: Request, agreement_id: UUID, requiremen
 
 
 @router.post("/requirements/{requirement_id}/acceptance", response_model=AgreementState)
-async def accept_requirement(request: Request, agreement_id: UUID, requirement_id: UUID, body: AcceptRequirement,
-                             principal: CurrentPrincipal) -> AgreementState:
+async def accept_requirement(request: Request, agreement_id: UUID, requirement_id: UUID,
+                             principal: CurrentPrincipal, body: AcceptRequirement | None = None) -> AgreementState:
+    revision = body.revision if body else None
     return await execute(request, principal, agreement_id, lambda a, by, _: a.accept_requirement(
-        by, requirement_id=requirement_id, revision=body.revision))
+        by, requirement_id=requirement_id, revision=revision))

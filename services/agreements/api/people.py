@@ -52,8 +52,9 @@ async def change_personnel(request: Request, agreement_id: UUID, contact_id: UUI
 
 
 @router.post("/contacts/{contact_id}/removal", response_model=AgreementState)
-async def remove_contact(request: Request, agreement_id: UUID, contact_id: UUID, body: RemoveContact,
-                         principal: CurrentPrincipal) -> AgreementState:
+async def remove_contact(request: Request, agreement_id: UUID, contact_id: UUID, principal: CurrentPrincipal,
+                         body: RemoveContact | None = None) -> AgreementState:
+    body = body or RemoveContact()
     return await execute(request, principal, agreement_id,
                          lambda a, by, _: a.remove_contact(by, contact_id=contact_id, reason=body.reason))
 

@@ -1,7 +1,7 @@
 """The shared agreement's pure domain: the aggregate, its parts, and why commands are refused."""
 
 from services.agreements.domain.agreement import KEYED_PARTS, Agreement
-from services.agreements.domain.communication import RESTARTS_STATUS_CLOCK
+from services.agreements.domain.communication import RESETS_STATUS_CLOCK
 from services.agreements.domain.core import SIDES, stream_id
 from services.agreements.domain.errors import (
     DomainError,
@@ -14,7 +14,7 @@ from services.agreements.domain.errors import (
 
 __all__ = [
     "KEYED_PARTS",
-    "RESTARTS_STATUS_CLOCK",
+    "RESETS_STATUS_CLOCK",
     "SIDES",
     "Agreement",
     "DomainError",

@@ -3,7 +3,8 @@
 A missed status update is detected by a durable timer (see `handlers`). The timer is keyed by
 `status_update_period`, which moves on whenever the clock restarts (plan set, agreement activated
 or resumed, update posted, overdue recorded), so a timer armed for an earlier period finds it
-stale and records nothing.
+stale and records nothing. Suspending or terminating the agreement moves the period too, which
+cancels the pending timer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from contracts import EventData
 from contracts.agreements import (
     AgreementActivated,
     AgreementResumed,
+    AgreementSuspended,
+    AgreementTerminated,
     CommunicationPlanSet,
     StatusUpdateOverdue,
     StatusUpdatePosted,
@@ -23,9 +26,9 @@ from contracts.agreements import (
 from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore
 from services.agreements.domain.errors import InvalidCommand
 
-#: Events after which the status-update clock starts again (a new timer period).
-RESTARTS_STATUS_CLOCK = (CommunicationPlanSet, StatusUpdatePosted, StatusUpdateOverdue, AgreementActivated,
-                         AgreementResumed)
+#: Events after which the status-update clock starts again, or stops (a new timer period).
+RESETS_STATUS_CLOCK = (CommunicationPlanSet, StatusUpdatePosted, StatusUpdateOverdue, AgreementActivated,
+                       AgreementResumed, AgreementSuspended, AgreementTerminated)
 
 
 @dataclass
@@ -94,7 +97,7 @@ class CommunicationPart(AgreementCore):
                 self.overdue_status_updates.append(event.due_at)
             case _:
                 handled = super()._evolve(event)
-                if isinstance(event, RESTARTS_STATUS_CLOCK):
+                if isinstance(event, RESETS_STATUS_CLOCK):
                     self.status_update_period += 1
                 return handled
         self.status_update_period += 1
