@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -136,6 +136,7 @@ class BusConsumer:
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
         acquire_timeout: float = 10.0,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
@@ -151,6 +152,7 @@ class BusConsumer:
         self._prefetch, self._registry, self._delivery_limit = prefetch, registry, delivery_limit
         self._retry_delay, self._max_retry_delay = retry_delay, max_retry_delay
         self._acquire_timeout = acquire_timeout
+        self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -340,6 +342,8 @@ class BusConsumer:
             if is_transient(error):
                 raise _Transient(error) from error
             raise _Rejected("handler" if running else "inbox", error, running) from error
+        if self._on_commit:
+            self._on_commit()
         return "handled"
 
     # -- failing --------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ serialize every writer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -113,11 +114,34 @@ ORDER BY stream_version
 class EventStore:
     """The event store of one service (its pool is bound to the service's schema)."""
 
-    def __init__(self, pool: asyncpg.Pool, source: str) -> None:
+    def __init__(self, pool: asyncpg.Pool | None, source: str, *, conn: asyncpg.Connection | None = None) -> None:
+        if (pool is None) == (conn is None):
+            raise ValueError("an event store needs either a pool or a connection")
         self._pool = pool
+        self._conn = conn
         self.source = source  # CloudEvents `source`, e.g. "/accord/agreements"
         self._service = source.rsplit("/", 1)[-1]
         self._after_append: list[Callable[[], None]] = []
+
+    @classmethod
+    def on_connection(cls, conn: asyncpg.Connection, source: str) -> EventStore:
+        """A store that reads and appends on `conn` only: the transaction of a timer or a consumer.
+
+        Its appends commit with the caller's transaction; the timer scheduler and the consumer
+        ring the service's doorbell after that commit, so relay and projections wake at once.
+        """
+        return cls(None, source, conn=conn)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, conn: asyncpg.Connection | None = None) -> AsyncIterator[asyncpg.Connection]:
+        if conn is not None:
+            yield conn
+        elif self._conn is not None:
+            yield self._conn
+        else:
+            assert self._pool is not None
+            async with self._pool.acquire() as pooled:
+                yield cast(asyncpg.Connection, pooled)
 
     def on_append(self, callback: Callable[[], None]) -> None:
         """Call `callback` (synchronously, cheaply) after every committed append in this process."""
@@ -173,12 +197,10 @@ class EventStore:
             [e.routing_key for e in envelopes],
             [e.model_dump_json().encode() for e in envelopes],
         )
+        joins_caller = conn is not None or self._conn is not None
         try:
-            if conn is None:
-                async with self._pool.acquire() as own:
-                    row = await own.fetchrow(_APPEND, *args)
-            else:
-                row = await conn.fetchrow(_APPEND, *args)
+            async with self._connection(conn) as target:
+                row = await target.fetchrow(_APPEND, *args)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == "events_stream_version_key":
                 raise ConcurrencyError(stream_id, expected_version, None) from None
@@ -188,7 +210,7 @@ class EventStore:
             raise ConcurrencyError(stream_id, expected_version, row["head"])
         for envelope in envelopes:
             EVENTS_APPENDED.labels(self._service, envelope.type).inc()
-        if conn is None:
+        if not joins_caller:
             self.notify_appended()
         return AppendResult(stream_id, expected_version + len(events), envelopes)
 
@@ -197,12 +219,13 @@ class EventStore:
             callback()
 
     async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, as_of: datetime | None = None
+        self, stream_id: str, *, from_version: int = 1, as_of: datetime | None = None,
+        conn: asyncpg.Connection | None = None,
     ) -> list[CloudEvent]:
         """The stream's events in order; with `as_of`, only those recorded by then."""
         as_of = as_of or datetime.max.replace(tzinfo=UTC)
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_READ_STREAM, stream_id, from_version, as_of)
+        async with self._connection(conn) as target:
+            rows = await target.fetch(_READ_STREAM, stream_id, from_version, as_of)
         return [_envelope(row, self.source) for row in rows]
 
     async def read_all(
@@ -210,11 +233,8 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Events after `after` in global order, never past a transaction that may still commit."""
         args = (str(after.transaction_id), after.global_position, limit)
-        if conn is None:
-            async with self._pool.acquire() as own:
-                rows = await own.fetch(_READ_ALL, *args)
-        else:
-            rows = await conn.fetch(_READ_ALL, *args)
+        async with self._connection(conn) as target:
+            rows = await target.fetch(_READ_ALL, *args)
         return [RecordedEvent(Position(row["tx"], row["global_position"]), _envelope(row, self.source))
                 for row in rows]
 

@@ -24,7 +24,7 @@ from accord_runtime.http import create_app
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, Migration, migrate, migrations_in
 from accord_runtime.outbox import OutboxRelay
 from accord_runtime.postgres import create_pool
-from accord_runtime.projections import Projection, ProjectionRunner
+from accord_runtime.projections import EventHandler, Projection, ProjectionRunner
 from accord_runtime.settings import ServiceSettings
 from accord_runtime.timers import TimerHandler, TimerScheduler
 
@@ -36,7 +36,7 @@ class ConsumerDefinition:
     """A bus consumer: its name (part of its queue's name) and the handlers it feeds."""
 
     name: str
-    handlers: Sequence[Projection]
+    handlers: Sequence[EventHandler]
 
 
 @dataclass(frozen=True)
@@ -142,14 +142,16 @@ class ServiceRuntime:
         self._spawn(self.relay.run(), "outbox relay")
         self._spawn(self.projections.run(), "projections")
         if self.definition.timers:
-            self.timers = TimerScheduler(self.pool, self.definition.timers, service=settings.service_name)
+            self.timers = TimerScheduler(self.pool, self.definition.timers, service=settings.service_name,
+                                         on_commit=self.store.notify_appended)
             self.doorbell.subscribe(self.timers.wake)  # timers are set along with the events calling for them
             self._spawn(self.timers.run(), "timers")
         for definition in self.definition.consumers:
             consumer = BusConsumer(
                 pool=self.pool, amqp_url=settings.amqp_url, exchange_name=settings.exchange,
                 service_name=settings.service_name, consumer_name=definition.name,
-                handlers=definition.handlers, queue_prefix=settings.queue_prefix, prefetch=settings.prefetch)
+                handlers=definition.handlers, queue_prefix=settings.queue_prefix, prefetch=settings.prefetch,
+                on_commit=self.store.notify_appended)
             await consumer.start()
             self.consumers.append(consumer)
         log.info("service started", service=settings.service_name, schema=settings.db_schema)

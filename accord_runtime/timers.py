@@ -62,13 +62,15 @@ class TimerScheduler:
     """Fires due timers with the handler registered for their kind."""
 
     def __init__(self, pool: asyncpg.Pool, handlers: Mapping[str, TimerHandler], *, service: str,
-                 batch_size: int = 200, max_sleep: float = 5.0, retry_delay: float = 30.0) -> None:
+                 batch_size: int = 200, max_sleep: float = 5.0, retry_delay: float = 30.0,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self._pool = pool
         self._handlers = dict(handlers)
         self._service = service
         self._batch_size = batch_size
         self._max_sleep = max_sleep
         self._retry_delay = retry_delay
+        self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -110,7 +112,9 @@ class TimerScheduler:
             for row in rows:
                 timer = Timer(row["kind"], row["key"], row["due_at"], row["payload"])
                 await self._fire(conn, timer)
-            return len(rows)
+        if rows and self._on_commit:
+            self._on_commit()
+        return len(rows)
 
     async def _fire(self, conn: asyncpg.Connection, timer: Timer) -> None:
         handler = self._handlers.get(timer.kind)
@@ -126,8 +130,9 @@ class TimerScheduler:
         except Exception as error:  # noqa: BLE001 - recorded on the timer and retried later
             await self._failed(conn, timer, f"{type(error).__name__}: {error}")
             return
+        # A handler may re-arm its own timer (a recurring deadline): then it stays pending.
         await conn.execute("UPDATE timers SET fired_at = now(), attempts = attempts + 1"
-                           " WHERE kind = $1 AND key = $2", timer.kind, timer.key)
+                           " WHERE kind = $1 AND key = $2 AND due_at = $3", timer.kind, timer.key, timer.due_at)
         TIMERS_FIRED.labels(self._service, timer.kind).inc()
         TIMER_DELAY.labels(self._service).observe(max(0.0, (datetime.now(UTC) - timer.due_at).total_seconds()))
         log.debug("timer fired", kind=timer.kind, key=timer.key,

@@ -8,10 +8,8 @@ with the inbox row, or not at all.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
 from uuid import UUID
 
 import asyncpg
@@ -30,24 +28,9 @@ STATUS_UPDATE_DUE = "agreements.status_update_due"
 MAX_ATTEMPTS = 5
 
 
-class _OneConnection:
-    """Stands in for a pool that hands out one connection: the caller's, inside its transaction."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        yield self._conn
-
-
 def store_on(conn: asyncpg.Connection) -> EventStore:
-    """An event store that reads and appends on `conn` (see the module docstring).
-
-    Nobody is notified after its appends: the caller's commit comes later, and the relay and
-    the projections find the events on their next poll.
-    """
-    return EventStore(cast(asyncpg.Pool, _OneConnection(conn)), source=SOURCE)
+    """The service's event store on the caller's connection (see the module docstring)."""
+    return EventStore.on_connection(conn, SOURCE)
 
 
 async def load(store: EventStore, agreement_id: UUID) -> Agreement:

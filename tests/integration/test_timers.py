@@ -118,3 +118,21 @@ async def test_a_crash_before_commit_leaves_the_timer_due(pool: asyncpg.Pool) ->
     assert await pool.fetchval("SELECT count(*) FROM fired") == 0
     assert await TimerScheduler(pool, {"test.due": Recorder()}, service="test").fire_due() == 1
     assert await pool.fetchval("SELECT fired_by FROM fired") == "x"
+
+
+@pytest.mark.usefixtures("fired_table")
+async def test_a_handler_may_re_arm_its_own_timer(pool: asyncpg.Pool) -> None:
+    """A recurring deadline: the handler moves its own timer on; it stays pending, not fired."""
+    rang: list[int] = []
+
+    async def recurring(conn: asyncpg.Connection, timer: Timer) -> None:
+        await conn.execute("INSERT INTO fired (key, fired_by) VALUES ($1, 'recurring')", timer.key)
+        await schedule(conn, timer.kind, timer.key, soon(3600), {"by": "x"})
+
+    await schedule(pool, "test.recurring", "every-hour", soon(-1), {"by": "x"})
+    scheduler = TimerScheduler(pool, {"test.recurring": recurring}, service="test", on_commit=lambda: rang.append(1))
+    assert await scheduler.fire_due() == 1
+    assert rang == [1]  # the service's doorbell is rung after the commit
+    row = await pool.fetchrow("SELECT fired_at, due_at FROM timers WHERE key = 'every-hour'")
+    assert row["fired_at"] is None and row["due_at"] > soon(3000)
+    assert await scheduler.fire_due() == 0
