@@ -1,0 +1,80 @@
+"""The parties of every agreement, and the side a caller is on — what every service authorizes by.
+
+Only the organisations named as client and provider of an agreement may see or change anything
+of it. Services other than agreements keep this table from the bus (`parties_consumer()`), so
+they authorize without asking the agreements service.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+from fastapi import HTTPException, status
+
+from accord_runtime.identity import IdentityProjection, Principal
+from accord_runtime.service import ConsumerDefinition
+from contracts import REGISTRY, CloudEvent, EventData
+from contracts.agreements import (
+    AgreementActivated,
+    AgreementDrafted,
+    AgreementProposed,
+    AgreementRenewed,
+    AgreementResumed,
+    AgreementSuspended,
+    AgreementTerminated,
+)
+
+Side = Literal["client", "provider"]
+
+_STATUS: dict[type[EventData], str] = {
+    AgreementProposed: "proposed",
+    AgreementActivated: "active",
+    AgreementSuspended: "suspended",
+    AgreementResumed: "active",
+    AgreementTerminated: "terminated",
+    AgreementRenewed: "active",
+}
+
+
+class AgreementParties:
+    """agreement id → client and provider organisations, title and lifecycle status."""
+
+    name = "agreement_parties"
+    handles = frozenset([AgreementDrafted.event_type(), *(m.event_type() for m in _STATUS)])
+
+    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
+        data = REGISTRY.decode(event.type, event.data)
+        if isinstance(data, AgreementDrafted):
+            await conn.execute(
+                "INSERT INTO agreement_parties VALUES ($1, $2, $3, $4, 'draft', $5)"
+                " ON CONFLICT (agreement_id) DO NOTHING",
+                data.agreement_id, data.client_organisation_id, data.provider_organisation_id, data.title, event.time)
+            return
+        await conn.execute(
+            "UPDATE agreement_parties SET status = $2, updated_at = $3 WHERE agreement_id = $1 AND updated_at <= $3",
+            event.data["agreement_id"], _STATUS[type(data)], event.time)
+
+    async def clear(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("TRUNCATE agreement_parties")
+
+
+async def side_of(pool: asyncpg.Pool | asyncpg.Connection, principal: Principal, agreement_id: UUID) -> Side:
+    """The caller's side of the agreement: 404 if the agreement is unknown here, 403 if not a party."""
+    row = await pool.fetchrow(
+        "SELECT client_organisation_id, provider_organisation_id FROM agreement_parties WHERE agreement_id = $1",
+        agreement_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"agreement {agreement_id} does not exist")
+    if principal.organisation_id == row["client_organisation_id"]:
+        return "client"
+    if principal.organisation_id == row["provider_organisation_id"]:
+        return "provider"
+    raise HTTPException(status.HTTP_403_FORBIDDEN, "your organisation is not a party to this agreement")
+
+
+def parties_consumer() -> ConsumerDefinition:
+    """What a service other than agreements consumes to authenticate and authorize callers:
+    the identity events (tokens) and the agreements' parties."""
+    return ConsumerDefinition("parties", (IdentityProjection(), AgreementParties()))
