@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aio_pika
 import httpx
 import pytest
 
@@ -35,6 +36,20 @@ def settings(database_url: str, amqp_url: str, schema: str, exchange_name: str) 
                            amqp_url=amqp_url, exchange=exchange_name, queue_prefix=f"test.{RUN_ID}")
 
 
+async def delete_broker_objects(amqp_url: str, runtime: ServiceRuntime) -> None:
+    """Delete the queues a test runtime declared, and its exchange: test runs leave nothing behind."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        for consumer in runtime.consumers:
+            for queue in (consumer.queue_name, consumer.dlq_name):
+                channel = await connection.channel()
+                await channel.queue_delete(queue)
+        channel = await connection.channel()
+        await channel.exchange_delete(runtime.settings.exchange)
+    finally:
+        await connection.close()
+
+
 @pytest.fixture
 async def agreements(settings: ServiceSettings) -> AsyncIterator[ServiceRuntime]:
     runtime = ServiceRuntime(DEFINITION, settings)
@@ -42,6 +57,7 @@ async def agreements(settings: ServiceSettings) -> AsyncIterator[ServiceRuntime]
     async with app.router.lifespan_context(app):
         runtime.http = app  # type: ignore[attr-defined]
         yield runtime
+    await delete_broker_objects(settings.amqp_url, runtime)
 
 
 @pytest.fixture
