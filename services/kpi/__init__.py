@@ -1,0 +1,1 @@
+"""The KPI service: KPI definitions and reports, relationship KPIs and customer health."""

@@ -1,0 +1,3 @@
+from services.kpi.main import cli
+
+cli()
