@@ -22,4 +22,5 @@ __all__ = [
 # Importing the event modules registers their types.
 from contracts import agreements as agreements  # noqa: E402
 from contracts import kpi as kpi  # noqa: E402
+from contracts import notifier as notifier  # noqa: E402
 from contracts import queries as queries  # noqa: E402
