@@ -1,0 +1,3 @@
+from services.queries.main import cli
+
+cli()

@@ -1,0 +1,63 @@
+"""What the queries service keeps of each agreement, from the agreements service's events on the bus:
+its two organisations and its SLA policy versions — enough to raise a query under the policy in force
+without asking the agreements service.
+
+It sits in the same consumer (one queue, delivery order) as the reaction raising clarification
+queries, so an agreement's organisations are known before its first clarification request arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from contracts import REGISTRY, CloudEvent
+from contracts.agreements import AgreementDrafted, SLAPolicySet
+from contracts.sla import SLAPolicy
+from services.queries.policy import policy_in_force
+
+
+class AgreementTerms:
+    """agreement id → client and provider organisations; every SLA policy version, in stream order."""
+
+    name = "agreement_terms"
+    handles = frozenset({AgreementDrafted.event_type(), SLAPolicySet.event_type()})
+
+    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
+        match REGISTRY.decode(event.type, event.data):
+            case AgreementDrafted() as e:
+                await conn.execute("INSERT INTO agreement_terms VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                                   e.agreement_id, e.client_organisation_id, e.provider_organisation_id)
+            case SLAPolicySet() as e:
+                await conn.execute(
+                    "INSERT INTO sla_policy_versions VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    e.agreement_id, event.sequence, e.policy.model_dump(mode="json"), e.effective_from)
+
+    async def clear(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("TRUNCATE agreement_terms, sla_policy_versions")
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    policy: SLAPolicy
+    effective_from: datetime
+
+
+async def policy_for(conn: asyncpg.Connection | asyncpg.Pool, agreement_id: UUID, at: datetime) -> SLAPolicy | None:
+    """The agreement's SLA policy in force at `at` (None before its first one)."""
+    rows = await conn.fetch("SELECT policy, effective_from FROM sla_policy_versions WHERE agreement_id = $1"
+                            " ORDER BY sequence", agreement_id)
+    versions = [PolicyVersion(SLAPolicy.model_validate_json(json.dumps(row["policy"])), row["effective_from"])
+                for row in rows]
+    return policy_in_force(versions, at)
+
+
+async def organisations_of(conn: asyncpg.Connection | asyncpg.Pool, agreement_id: UUID) -> tuple[UUID, UUID] | None:
+    """The agreement's (client, provider) organisations, if known here."""
+    row = await conn.fetchrow("SELECT client_organisation_id, provider_organisation_id FROM agreement_terms"
+                              " WHERE agreement_id = $1", agreement_id)
+    return None if row is None else (row["client_organisation_id"], row["provider_organisation_id"])
