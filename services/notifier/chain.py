@@ -8,6 +8,7 @@ therefore continues where it was: the next level's timer and the undelivered not
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,7 @@ async def retrying_on(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[
 
 async def calendar_of(conn: asyncpg.Connection, agreement_id: UUID) -> BusinessCalendar | None:
     raw = await conn.fetchval("SELECT calendar FROM notifier_calendars WHERE agreement_id = $1", agreement_id)
-    return BusinessCalendar.model_validate(raw) if raw is not None else None
+    return BusinessCalendar.model_validate_json(json.dumps(raw)) if raw is not None else None  # JSON mode: strict types
 
 
 async def _schedule_step(conn: asyncpg.Connection, matter: str, step: Step, due_at: datetime) -> None:

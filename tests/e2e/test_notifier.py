@@ -188,7 +188,8 @@ class Scene:
 
 
 async def agreement_with_matrix(api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier) -> Scene:
-    """An agreement whose provider has Ann at escalation level 1 and Bo at level 2, replicated to the notifier."""
+    """An agreement whose provider has Ann at escalation level 1 and Bo at level 2, and an SLA calendar,
+    replicated to the notifier."""
     client, provider = await register_party(agreements, "client"), await register_party(agreements, "provider")
     drafted = await api.post("/agreements", headers=client.headers, json={
         "title": "Support", "client_organisation_id": str(client.organisation_id),
@@ -200,9 +201,16 @@ async def agreement_with_matrix(api: httpx.AsyncClient, agreements: ServiceRunti
             "role": f"level {level} lead", "name": name, "email": f"{name}@provider.test", "escalation_level": level})
         assert assigned.status_code == 201, assigned.text
         contacts[name] = assigned.json()["created_id"]
+    policy = await api.post(f"/agreements/{agreement_id}/sla-policies", headers=provider.headers, json={"policy": {
+        "calendar": {"timezone": "Europe/Berlin",
+                     "working_periods": [{"weekday": d, "start": "09:00:00", "end": "17:00:00"} for d in range(5)]},
+        "targets": [{"priority": "urgent", "first_response_minutes": 30, "resolution_minutes": 240}]}})
+    assert policy.status_code == 201, policy.text
     assert notifier.runtime is not None
     pool = notifier.runtime.pool
     await eventually(lambda: pool.fetchval("SELECT count(*) = 2 FROM notifier_contacts WHERE agreement_id = $1",
+                                           agreement_id))
+    await eventually(lambda: pool.fetchval("SELECT count(*) = 1 FROM notifier_calendars WHERE agreement_id = $1",
                                            agreement_id))
     await eventually(lambda: pool.fetchval("SELECT count(*) = 1 FROM agreement_parties WHERE agreement_id = $1",
                                            agreement_id))
