@@ -27,10 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import get_args
+from uuid import UUID
 
+from contracts import EventData
 from contracts.agreements import Sentiment
-from contracts.kpi import Band, HealthComponent, HealthComponentName
+from contracts.kpi import Band, CustomerHealthChanged, HealthComponent, HealthComponentName, HealthScoreRecorded
 
 COMPONENTS: tuple[HealthComponentName, ...] = get_args(HealthComponentName)
 DEFAULT_WEIGHTS: Mapping[HealthComponentName, float] = {
@@ -142,19 +145,17 @@ def _clamp(points: float) -> float:
 
 def moved(before: Sequence[HealthComponent], after: Sequence[HealthComponent],
           tolerance: float = 1e-9) -> list[HealthComponentName]:
-    """The components whose value or points changed from `before` to `after`, biggest move first."""
+    """The components whose value changed (or gained or lost its data) from `before` to `after`,
+    the biggest move in points first. Components whose points shifted only because another one
+    gained or lost its data did not move."""
     old = {c.component: c for c in before}
     changes: list[tuple[float, HealthComponentName]] = []
     for component in after:
         previous = old.get(component.component)
-        if previous is None:
-            if component.value is not None:
-                changes.append((component.points, component.component))
-            continue
-        delta = abs(component.points - previous.points)
-        if delta > tolerance or (previous.value is None) != (component.value is None) or (
-                previous.value is not None and component.value is not None
-                and abs(previous.value - component.value) > tolerance):
+        was = previous.value if previous is not None else None
+        now = component.value
+        if (was is None) != (now is None) or (was is not None and now is not None and abs(was - now) > tolerance):
+            delta = abs(component.points - (previous.points if previous is not None else 0.0))
             changes.append((delta, component.component))
     return [name for _, name in sorted(changes, key=lambda change: -change[0])]
 
@@ -162,3 +163,22 @@ def moved(before: Sequence[HealthComponent], after: Sequence[HealthComponent],
 def worst(result: HealthScore, n: int = 3) -> list[HealthComponent]:
     """The components costing the most points: what makes a red score red."""
     return sorted((c for c in result.components if c.shortfall > 0), key=lambda c: -c.shortfall)[:n]
+
+
+def record(agreement_id: UUID, previous: HealthScoreRecorded | None, result: HealthScore, *, cause: str,
+           now: datetime) -> list[EventData]:
+    """The events a new evaluation makes: none if nothing moved, else `HealthScoreRecorded` with the
+    components that moved, and `CustomerHealthChanged` if the band changed (or is the first one)."""
+    before = previous.components if previous else []
+    changed = moved(before, result.components)
+    if previous is not None and not changed and previous.score == result.score:
+        return []
+    events: list[EventData] = [HealthScoreRecorded(
+        agreement_id=agreement_id, score=result.score, band=result.band, components=result.components,
+        moved=changed, cause=cause[:200], recorded_at=now)]
+    if previous is None or previous.band != result.band:
+        events.append(CustomerHealthChanged(
+            agreement_id=agreement_id, from_band=previous.band if previous else None, to_band=result.band,
+            score=result.score, previous_score=previous.score if previous else None, moved=changed,
+            changed_at=now))
+    return events
