@@ -65,7 +65,7 @@ async def _schedule_step(conn: asyncpg.Connection, matter: str, step: Step, due_
 
 class EscalationTriggers:
     """Starts the chain of the matter an event is about (once per matter) and resolves the matters
-    an event handles. A policy, not a read model: it owns no tables of its own to clear."""
+    an event handles. A policy, not a read model (no `clear`): `rebuild` never replays it."""
 
     name = "escalation_triggers"
 
@@ -105,9 +105,6 @@ class EscalationTriggers:
             log.info("escalation started", matter=match.matter, rule=match.rule.name)
 
         await retrying_on(conn, attempt)
-
-    async def clear(self, conn: asyncpg.Connection) -> None:
-        """Nothing to clear (see the class docstring)."""
 
 
 async def stop_chain(conn: asyncpg.Connection, escalation: Escalation) -> int:
