@@ -37,6 +37,7 @@ from contracts.agreements import (
     ScopeChangeApproved,
     ScopeChangeRejected,
     ScopeChangeRequested,
+    Sentiment,
     Side,
     StatusUpdateOverdue,
     StatusUpdatePosted,
@@ -106,8 +107,8 @@ class LatestCheckIn:
     held_on: str
     client_score: int
     provider_score: int
-    client_sentiment: str
-    provider_sentiment: str
+    client_sentiment: Sentiment
+    provider_sentiment: Sentiment
 
 
 @dataclass

@@ -293,6 +293,19 @@ async def test_relationship_kpis_from_query_events(scene: Scene) -> None:
         "from": monday.isoformat(), "to": monday.isoformat()})
     await s.call("GET", "/relationship-kpis", s.stranger, expect=403)
 
+    # a KPI computed by Accord from a relationship KPI at the end of each cadence
+    computed = await s.call("POST", "/kpis", s.client, {
+        "name": "Open breakdowns", "unit": "breakdowns", "direction": "lower_is_better", "target": 0,
+        "warning_threshold": 1, "breach_threshold": 2, "cadence_seconds": 1, "source": "accord",
+        "metric": "open_breakdowns"}, expect=201)
+    value = (await eventually(lambda: _async(s.bus.of("KPIReported", kpi_id=str(computed["id"])))))[0]
+    assert (value["value"], value["reported_by_side"], value["status"]) == (0, None, "on_target")
+    await s.report(str(computed["id"]), 0, expect=409)
+    unknown_metric = await s.call("POST", "/kpis", s.client, {
+        "name": "Nonsense", "unit": "x", "direction": "lower_is_better", "target": 0, "warning_threshold": 1,
+        "breach_threshold": 2, "cadence_seconds": 60, "source": "accord", "metric": "provider.nonsense"}, expect=422)
+    assert "unknown relationship KPI" in unknown_metric["detail"]
+
     # the health score counts SLA attainment (and says so)
     async def sla_counted() -> dict[str, Any] | None:
         response = await s.kpi_api.get(f"/agreements/{s.id}/health", headers=s.client.headers)

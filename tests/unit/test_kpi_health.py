@@ -4,12 +4,15 @@ points adding up to the score, weights, bands, and an explanation for a red scor
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.kpi.health import COMPONENTS, DEFAULT_WEIGHTS, HealthInputs, band_of, moved, score, worst
+from contracts.kpi import CustomerHealthChanged, HealthScoreRecorded
+from services.kpi.health import COMPONENTS, DEFAULT_WEIGHTS, HealthInputs, band_of, moved, record, score, worst
 
 unit = st.floats(min_value=0, max_value=1, allow_nan=False)
 counts = st.integers(min_value=0, max_value=20)
@@ -95,3 +98,20 @@ def test_a_red_score_explains_itself() -> None:
     assert moved(before.components, after.components)[0] == "kpi_attainment"
     assert set(moved(before.components, after.components)) == set(COMPONENTS) - {"unacknowledged_reports"}
     assert moved(after.components, after.components) == []
+
+
+def test_recording_only_what_moved_and_band_changes() -> None:
+    agreement, now = uuid.uuid4(), datetime(2026, 3, 1, tzinfo=UTC)
+    first = record(agreement, None, score(HealthInputs()), cause="CheckInHeld", now=now)
+    assert [type(e) for e in first] == [HealthScoreRecorded, CustomerHealthChanged]
+    recorded = first[0]
+    assert isinstance(recorded, HealthScoreRecorded)
+    assert record(agreement, recorded, score(HealthInputs()), cause="again", now=now) == []
+    slightly = record(agreement, recorded, score(HealthInputs(open_breakdowns=1)), cause="BreakdownReported", now=now)
+    assert [type(e) for e in slightly] == [HealthScoreRecorded]
+    assert slightly[0].moved == ["open_breakdowns"]  # type: ignore[attr-defined]
+    red = record(agreement, recorded, score(HealthInputs(open_breakdowns=3, overdue_queries=5,
+                                                         unacknowledged_reports=3)), cause="x", now=now)
+    changed = red[1]
+    assert isinstance(changed, CustomerHealthChanged)
+    assert (changed.from_band, changed.to_band, changed.previous_score) == ("green", "red", 100)
