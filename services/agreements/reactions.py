@@ -100,8 +100,8 @@ async def status_update_due(conn: asyncpg.Connection, timer: Timer) -> None:
 class RequirementClarifications:
     """Records a requirement's clarified revision when its clarification query is answered.
 
-    A policy, not a read model: it appends events and owns no tables, so `clear` has nothing to
-    delete, and applying an answer twice records nothing the second time.
+    A policy, not a read model: it appends events and owns no tables, so it has no `clear` and a
+    rebuild never replays it; applying an answer twice records nothing the second time.
     """
 
     name = "requirement_clarifications"
@@ -128,6 +128,3 @@ class RequirementClarifications:
                          query_id=str(answered.query_id))
 
         await _retrying_on(conn, attempt)
-
-    async def clear(self, conn: asyncpg.Connection) -> None:
-        """Nothing to clear (see the class docstring)."""
