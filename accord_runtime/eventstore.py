@@ -14,10 +14,10 @@ serialize every writer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -33,6 +33,35 @@ class ConcurrencyError(Exception):
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
         found = "a concurrent append" if actual is None else f"version {actual}"
         super().__init__(f"stream {stream_id!r}: expected version {expected}, found {found}")
+
+MAX_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+async def retry_on_conflict(attempt: Callable[[], Awaitable[T]], *, attempts: int = MAX_ATTEMPTS) -> T:
+    """Run a load-decide-append `attempt` again while another writer moved its stream meanwhile.
+
+    Each attempt must load afresh; after `attempts` conflicts the last `ConcurrencyError` propagates.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return await attempt()
+        except ConcurrencyError:
+            continue
+    return await attempt()
+
+
+async def retry_on_conflict_in(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[T]], *,
+                               attempts: int = MAX_ATTEMPTS) -> T:
+    """`retry_on_conflict` inside the caller's transaction (a timer's, a consumer's): each attempt
+    runs in a savepoint, so a conflict undoes only that attempt."""
+
+    async def in_savepoint() -> T:
+        async with conn.transaction():
+            return await attempt()
+
+    return await retry_on_conflict(in_savepoint, attempts=attempts)
+
 
 class DuplicateEventError(Exception):
     """An event id that is already in the store was appended again; nothing was written."""

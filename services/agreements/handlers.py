@@ -6,7 +6,7 @@ command's time; the append and any status-update timer it calls for commit in on
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.identity import hash_token, new_token
 from accord_runtime.postgres import transaction
 from contracts import REGISTRY, EventData
@@ -39,7 +39,6 @@ from services.agreements.domain import Agreement, InvalidCommand, stream_id
 from services.agreements.reactions import keep_status_clock, load
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 5
 Decision = Callable[[Agreement, datetime], None]
 
 
@@ -53,16 +52,6 @@ class Context:
 
     store: EventStore
     pool: asyncpg.Pool
-
-
-async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run a load-decide-append attempt again if another writer moved the stream meanwhile."""
-    for _ in range(MAX_ATTEMPTS - 1):
-        try:
-            return await attempt()
-        except ConcurrencyError:
-            continue
-    return await attempt()
 
 
 async def load_agreement(store: EventStore, agreement_id: UUID) -> Agreement:
@@ -108,7 +97,7 @@ async def issue_api_token(ctx: Context, cmd: IssueApiToken, meta: Metadata) -> s
             token_id=uuid4(), user_id=cmd.user_id, organisation_id=user.organisation_id,
             token_hash=hash_token(token), label=cmd.label)], meta)
 
-    await _retrying(attempt)
+    await retry_on_conflict(attempt)
     return token
 
 
@@ -145,7 +134,7 @@ async def change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata, dec
         ctx.store.notify_appended()
         return _state(agreement, result.version, created_id)
 
-    return await _retrying(attempt)
+    return await retry_on_conflict(attempt)
 
 
 async def propose_agreement(

@@ -8,14 +8,13 @@ with the inbox row, or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 import structlog
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict_in
 from accord_runtime.timers import Timer, cancel, schedule
 from contracts import REGISTRY, CloudEvent
 from contracts.queries import QueryAnswered
@@ -25,7 +24,6 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "/accord/agreements"
 STATUS_UPDATE_DUE = "agreements.status_update_due"
-MAX_ATTEMPTS = 5
 
 
 def store_on(conn: asyncpg.Connection) -> EventStore:
@@ -63,18 +61,6 @@ async def keep_status_clock(conn: asyncpg.Connection, agreement: Agreement, peri
                        {"agreement_id": str(agreement.agreement_id), "period": period})
 
 
-async def _retrying_on(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[None]]) -> None:
-    """Run `attempt` in a savepoint, again if a concurrent command moved the stream meanwhile."""
-    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
-        try:
-            async with conn.transaction():
-                await attempt()
-            return
-        except ConcurrencyError:
-            if not remaining:
-                raise
-
-
 async def status_update_due(conn: asyncpg.Connection, timer: Timer) -> None:
     """Timer handler: the cadence passed without a status update; record it and arm the next period."""
     agreement_id, period = UUID(timer.payload["agreement_id"]), int(timer.payload["period"])
@@ -92,7 +78,7 @@ async def status_update_due(conn: asyncpg.Connection, timer: Timer) -> None:
         await store.append(stream_id(agreement_id), agreement.version, agreement.pending,
                            Metadata.new("system:agreements"), conn=conn)
 
-    await _retrying_on(conn, attempt)
+    await retry_on_conflict_in(conn, attempt)
 
 
 # --- clarifications answered in the queries service ---------------------------------------------
@@ -127,4 +113,4 @@ class RequirementClarifications:
                 log.info("clarification answer changes nothing", requirement_id=str(requirement_id),
                          query_id=str(answered.query_id))
 
-        await _retrying_on(conn, attempt)
+        await retry_on_conflict_in(conn, attempt)

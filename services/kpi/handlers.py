@@ -3,7 +3,7 @@ for and the health re-evaluation it may cause, in one transaction; retried on a 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.postgres import transaction
 from contracts.agreements import Side
 from contracts.kpi import HealthWeightsSet
@@ -22,22 +22,12 @@ from services.kpi.reactions import keep_timers
 from services.kpi.relationship import METRICS
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class Context:
     store: EventStore  # the service's store, whose doorbell rings after each command commits
     pool: asyncpg.Pool
-
-
-async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
-    for _ in range(MAX_ATTEMPTS - 1):
-        try:
-            return await attempt()
-        except ConcurrencyError:
-            continue
-    return await attempt()
 
 
 async def change_book(ctx: Context, agreement_id: UUID, meta: Metadata,
@@ -56,7 +46,7 @@ async def change_book(ctx: Context, agreement_id: UUID, meta: Metadata,
         ctx.store.notify_appended()
         return result.version
 
-    return await _retrying(attempt)
+    return await retry_on_conflict(attempt)
 
 
 async def define_kpi(ctx: Context, agreement_id: UUID, side: Side, cmd: DefineKpi, meta: Metadata) -> Created:
@@ -112,4 +102,4 @@ async def set_health_weights(ctx: Context, agreement_id: UUID, side: Side, cmd: 
         ctx.store.notify_appended()
         return result.version
 
-    return Created(id=agreement_id, version=await _retrying(attempt))
+    return Created(id=agreement_id, version=await retry_on_conflict(attempt))

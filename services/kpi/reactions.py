@@ -7,13 +7,12 @@ consumer's) and appends on that connection, so the events commit with it or not 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 
-from accord_runtime.eventstore import ConcurrencyError, Metadata
+from accord_runtime.eventstore import Metadata, retry_on_conflict_in
 from accord_runtime.timers import Timer, cancel, schedule
 from contracts import CloudEvent
 from contracts.kpi import KPIReportAcknowledged, KPIReportPublished
@@ -23,7 +22,6 @@ from services.kpi.projections import RELATIONSHIP_EVENTS
 
 KPI_REPORT_DUE = "kpi.report_due"
 REVIEW_DUE = "kpi.review_due"
-MAX_ATTEMPTS = 5
 SYSTEM = "system:kpi"
 
 
@@ -41,18 +39,6 @@ async def keep_timers(conn: asyncpg.Connection, book: KpiBook, clocks_before: di
                            {"agreement_id": str(book.agreement_id), "report_id": str(event.report_id)})
         elif isinstance(event, KPIReportAcknowledged):
             await cancel(conn, REVIEW_DUE, str(event.report_id))
-
-
-async def _retrying_on(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[None]]) -> None:
-    """Run `attempt` in a savepoint, again if a concurrent command moved a stream meanwhile."""
-    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
-        try:
-            async with conn.transaction():
-                await attempt()
-            return
-        except ConcurrencyError:
-            if not remaining:
-                raise
 
 
 async def _append_and_rescore(conn: asyncpg.Connection, book: KpiBook, clocks: dict[UUID, tuple[int, datetime]],
@@ -90,7 +76,7 @@ async def kpi_report_due(conn: asyncpg.Connection, timer: Timer) -> None:
                           now=datetime.now(UTC), evidence=f"computed by Accord from {definition.metric}")
         await _append_and_rescore(conn, book, clocks, meta)
 
-    await _retrying_on(conn, attempt)
+    await retry_on_conflict_in(conn, attempt)
 
 
 async def review_due(conn: asyncpg.Connection, timer: Timer) -> None:
@@ -103,7 +89,7 @@ async def review_due(conn: asyncpg.Connection, timer: Timer) -> None:
         if book.record_review_overdue(report_id=report_id):
             await _append_and_rescore(conn, book, clocks, Metadata.new(SYSTEM))
 
-    await _retrying_on(conn, attempt)
+    await retry_on_conflict_in(conn, attempt)
 
 
 class HealthOnRelationshipEvents:
@@ -125,4 +111,4 @@ class HealthOnRelationshipEvents:
         async def attempt() -> None:
             await evaluate_health(conn, agreement_id, cause=cause, meta=meta)
 
-        await _retrying_on(conn, attempt)
+        await retry_on_conflict_in(conn, attempt)

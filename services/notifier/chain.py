@@ -9,7 +9,6 @@ therefore continues where it was: the next level's timer and the undelivered not
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -17,7 +16,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict_in
 from accord_runtime.timers import Timer, cancel, schedule
 from contracts import REGISTRY, CloudEvent
 from contracts.notifier import Responsible
@@ -31,25 +30,12 @@ from services.notifier.timing import due_after
 log = structlog.get_logger(__name__)
 
 LEVEL_TIMER = "notifier.level"
-MAX_ATTEMPTS = 5
 ACTOR = "system:notifier"
 
 
 async def load(store: EventStore, matter: str) -> Escalation:
     envelopes = await store.read_stream(stream_id(matter))
     return Escalation.replay(matter, [REGISTRY.decode(e.type, e.data) for e in envelopes])
-
-
-async def retrying_on(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[None]]) -> None:
-    """Run `attempt` in a savepoint, again if a concurrent writer moved the stream meanwhile."""
-    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
-        try:
-            async with conn.transaction():
-                await attempt()
-            return
-        except ConcurrencyError:
-            if not remaining:
-                raise
 
 
 async def calendar_of(conn: asyncpg.Connection, agreement_id: UUID) -> BusinessCalendar | None:
@@ -104,7 +90,7 @@ class EscalationTriggers:
                                Metadata(ACTOR, event.correlationid, event.id), conn=conn)
             log.info("escalation started", matter=match.matter, rule=match.rule.name)
 
-        await retrying_on(conn, attempt)
+        await retry_on_conflict_in(conn, attempt)
 
 
 async def stop_chain(conn: asyncpg.Connection, escalation: Escalation) -> int:
@@ -126,7 +112,7 @@ async def resolve(conn: asyncpg.Connection, notifier: Notifier, matter: str, eve
                            Metadata(event.actor, event.correlationid, event.id), conn=conn)
         log.info("escalation resolved", matter=matter, by=event.type, cancelled=cancelled)
 
-    await retrying_on(conn, attempt)
+    await retry_on_conflict_in(conn, attempt)
 
 
 # --- advanced by timers -------------------------------------------------------------------------
@@ -170,7 +156,7 @@ class LevelTimer:
             log.info("escalation level reached", matter=matter, level=step.level, round=step.round,
                      responsible=[r.email for r in responsible], notifications=queued)
 
-        await retrying_on(conn, attempt)
+        await retry_on_conflict_in(conn, attempt)
 
 
 async def responsible_for(conn: asyncpg.Connection, agreement_id: UUID, targets: list[Target],

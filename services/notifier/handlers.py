@@ -9,12 +9,10 @@ from uuid import UUID
 
 import asyncpg
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.postgres import transaction
 from services.notifier.chain import load, stop_chain
 from services.notifier.domain import UnknownEscalation, stream_id
-
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -38,17 +36,15 @@ async def acknowledge(pool: asyncpg.Pool, store: EventStore, escalation_id: UUID
     in one transaction. Refused (`EscalationClosed`) once resolved or already acknowledged; racing a
     resolution, one of the two appends first and the other sees it on its retry."""
     matter, _ = await matter_of(pool, escalation_id)
-    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
-        try:
-            async with transaction(pool) as conn:
-                escalation = await load(EventStore.on_connection(conn, store.source), matter)
-                escalation.ensure_acknowledgeable()
-                cancelled = await stop_chain(conn, escalation)
-                escalation.acknowledge(by=by, via=via, cancelled=cancelled, now=datetime.now(UTC))
-                await store.append(stream_id(matter), escalation.version, escalation.pending, meta, conn=conn)
-            store.notify_appended()
-            return Acknowledged(escalation_id, "acknowledged", cancelled)
-        except ConcurrencyError:
-            if not remaining:
-                raise
-    raise AssertionError("unreachable")
+
+    async def attempt() -> Acknowledged:
+        async with transaction(pool) as conn:
+            escalation = await load(EventStore.on_connection(conn, store.source), matter)
+            escalation.ensure_acknowledgeable()
+            cancelled = await stop_chain(conn, escalation)
+            escalation.acknowledge(by=by, via=via, cancelled=cancelled, now=datetime.now(UTC))
+            await store.append(stream_id(matter), escalation.version, escalation.pending, meta, conn=conn)
+        store.notify_appended()
+        return Acknowledged(escalation_id, "acknowledged", cancelled)
+
+    return await retry_on_conflict(attempt)

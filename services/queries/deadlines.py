@@ -10,13 +10,12 @@ query on the scheduler's connection, announces what the clocks reached (`QueryAt
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict_in
 from accord_runtime.timers import Timer, cancel, schedule
 from contracts import REGISTRY
 from services.queries import metrics
@@ -25,7 +24,6 @@ from services.queries.domain import Query, stream_id
 SOURCE = "/accord/queries"
 DEADLINE = "queries.deadline"
 SYSTEM_ACTOR = "system:queries"
-MAX_ATTEMPTS = 5
 _AFTER = timedelta(milliseconds=1)
 
 
@@ -51,18 +49,6 @@ async def keep_deadline(conn: asyncpg.Connection, query: Query, *, after: dateti
                                               "threshold": deadline.threshold})
 
 
-async def retrying_on(conn: asyncpg.Connection, attempt: Callable[[], Awaitable[None]]) -> None:
-    """Run `attempt` in a savepoint, again if a concurrent command moved the stream meanwhile."""
-    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
-        try:
-            async with conn.transaction():
-                await attempt()
-            return
-        except ConcurrencyError:
-            if not remaining:
-                raise
-
-
 async def deadline_reached(conn: asyncpg.Connection, timer: Timer) -> None:
     """Timer handler: announce what the query's clocks reached by now and re-arm for the next deadline.
 
@@ -84,4 +70,4 @@ async def deadline_reached(conn: asyncpg.Connection, timer: Timer) -> None:
                                conn=conn)
             metrics.record(query, query.pending)
 
-    await retrying_on(conn, attempt)
+    await retry_on_conflict_in(conn, attempt)

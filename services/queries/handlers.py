@@ -7,7 +7,7 @@ again from the events.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.identity import Principal
 from accord_runtime.postgres import transaction
 from services.queries import metrics
@@ -34,7 +34,6 @@ from services.queries.domain import InvalidTransition, Query, stream_id
 from services.queries.replica import organisations_of, policy_for
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 5
 Decision = Callable[[Query, datetime], None]
 
 
@@ -54,15 +53,6 @@ def state(query: Query) -> QueryState:
     return QueryState(query_id=query.query_id, agreement_id=query.agreement_id, status=query.status,
                           version=query.version + len(query.pending),
                           next_deadline_at=deadline.at if deadline else None)
-
-
-async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
-    for _ in range(MAX_ATTEMPTS - 1):
-        try:
-            return await attempt()
-        except ConcurrencyError:
-            continue
-    return await attempt()
 
 
 async def _commit(ctx: Context, query: Query, meta: Metadata) -> None:
@@ -105,7 +95,7 @@ async def change_query(ctx: Context, query_id: UUID, meta: Metadata, decide: Dec
         await _commit(ctx, query, meta)
         return state(query)
 
-    return await _retrying(attempt)
+    return await retry_on_conflict(attempt)
 
 
 async def comment(ctx: Context, query_id: UUID, cmd: CommentOnQuery, meta: Metadata,
