@@ -27,6 +27,10 @@ import pytest
 import yaml
 
 from accord_runtime.settings import ServiceSettings
+from services.agreements.main import AgreementsSettings
+from services.kpi.main import KpiSettings
+from services.notifier.settings import NotifierSettings
+from services.queries.main import QueriesSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -206,15 +210,22 @@ def service_commands() -> Iterator[tuple[str, list[str]]]:
     yield "Dockerfile CMD", only("CMD", final_stage()).exec_form()
 
 
-def settings_errors(where: str, env: Mapping[str, str]) -> list[str]:
-    """What is wrong with these ACCORD_* variables as ServiceSettings."""
-    fields = ServiceSettings.model_fields
+# Each service's settings class: the shared ServiceSettings, plus what a service adds of its own.
+SERVICE_SETTINGS: dict[str, type[ServiceSettings]] = {
+    "agreements": AgreementsSettings, "queries": QueriesSettings, "kpi": KpiSettings, "notifier": NotifierSettings,
+}
+
+
+def settings_errors(where: str, env: Mapping[str, str],
+                    settings: type[ServiceSettings] = ServiceSettings) -> list[str]:
+    """What is wrong with these ACCORD_* variables as the service's settings."""
+    fields = settings.model_fields
     values = {key.removeprefix(ENV_PREFIX).lower(): value
               for key, value in env.items() if key.startswith(ENV_PREFIX)}
-    errors = [f"{where}: {ENV_PREFIX}{name.upper()} is not a ServiceSettings field "
+    errors = [f"{where}: {ENV_PREFIX}{name.upper()} is not a {settings.__name__} field "
               f"(fields: {', '.join(sorted(fields))})" for name in values if name not in fields]
     try:
-        ServiceSettings.model_validate({name: values[name] for name in values if name in fields})
+        settings.model_validate({name: values[name] for name in values if name in fields})
     except ValueError as error:
         errors.append(f"{where}: the values are not valid settings: {error}")
     return errors
@@ -279,7 +290,8 @@ def test_compose_sets_only_service_settings_and_every_required_one(name: str) ->
     env = environment(accord_services()[name])
     required = [f"{ENV_PREFIX}{field.upper()}" for field in REQUIRED_SETTINGS]
     assert [key for key in required if key not in env] == [], f"{where}: required settings not set"
-    assert settings_errors(where, env) == []
+    assert name in SERVICE_SETTINGS, f"{where}: add its settings class to SERVICE_SETTINGS"
+    assert settings_errors(where, env, SERVICE_SETTINGS[name]) == []
     assert env[f"{ENV_PREFIX}SERVICE_NAME"] == name, f"{where}: SERVICE_NAME should be {name!r}"
 
 
@@ -456,8 +468,8 @@ TEST_COMMAND = ".venv/bin/pytest -q"
 
 def test_readme_documents_every_setting() -> None:
     text = README.read_text()
-    missing = [f"{ENV_PREFIX}{name.upper()}" for name in ServiceSettings.model_fields
-               if f"`{ENV_PREFIX}{name.upper()}`" not in text]
+    names = {name for settings in SERVICE_SETTINGS.values() for name in settings.model_fields}
+    missing = [f"{ENV_PREFIX}{name.upper()}" for name in sorted(names) if f"`{ENV_PREFIX}{name.upper()}`" not in text]
     assert missing == [], f"README.md: add {missing} to the configuration table"
 
 
