@@ -8,9 +8,10 @@ import uuid
 import asyncpg
 import pytest
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata, Position
+from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata, Position, RecordedEvent
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, migrate, migrations_in
 from contracts.agreements import AgreementAccepted, AgreementProposed
+from tests.support import eventually
 
 pytestmark = pytest.mark.servers
 
@@ -108,7 +109,8 @@ async def test_read_all_never_skips_a_late_commit(store: EventStore, pool: async
         seen = await store.read_all(Position(0, 0))
         assert seen == []
         await tx.commit()
-    seen = await store.read_all(Position(0, 0))
+    # Visible once no older transaction runs anywhere in the cluster (others may be running now).
+    seen = await eventually(lambda: _read_at_least(store, Position(0, 0), 2))
     assert [e.envelope.subject for e in seen] == ["slow", "fast"]
     assert await store.read_all(seen[-1].position) == []
 
@@ -118,6 +120,7 @@ async def test_read_all_pages_in_global_order(store: EventStore) -> None:
     agreement = uuid.uuid4()
     for n in range(5):
         await store.append(f"p-{n}", 0, [accepted(agreement), accepted(agreement)], meta)
+    await eventually(lambda: _read_at_least(store, Position(0, 0), 10))
     page1 = await store.read_all(Position(0, 0), limit=4)
     page2 = await store.read_all(page1[-1].position, limit=4)
     page3 = await store.read_all(page2[-1].position, limit=4)
@@ -140,3 +143,8 @@ async def test_migrations_are_idempotent_and_serialized(database_url: str, schem
     finally:
         for c in conns:
             await c.close()
+
+
+async def _read_at_least(store: EventStore, after: Position, count: int) -> list[RecordedEvent]:
+    events = await store.read_all(after)
+    return events if len(events) >= count else []
