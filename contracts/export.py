@@ -1,7 +1,8 @@
-"""Write the JSON Schema of the envelope and of every event type into `contracts/schemas/`.
+"""Write the JSON Schema of the envelope and of every event type into `contracts/schemas/`,
+and the AsyncAPI document of them all into `contracts/asyncapi.yaml` (`contracts.asyncapi`).
 
-Run ``accord-contracts export`` after changing a model and commit the result; the drift test
-compares the committed files with what the models produce.
+Run ``accord-contracts export`` after changing a model and commit the result; the drift tests
+compare the committed files with what the models produce.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contracts import CONTRACTS_VERSION, REGISTRY, CloudEvent
+from contracts import CONTRACTS_VERSION, REGISTRY, CloudEvent, asyncapi
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -55,7 +56,7 @@ def main() -> None:
     args = sys.argv[1:]
     if args not in ([], ["export"]):
         sys.exit("usage: accord-contracts [export]")
-    for path in export():
+    for path in [*export(), asyncapi.export()]:
         print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
 
 
