@@ -1,0 +1,1 @@
+"""Example: subscribe to Accord's queries events and keep open queries per agreement (see subscriber.py)."""

@@ -1,0 +1,3 @@
+from examples.subscriber.subscriber import main
+
+main()
