@@ -39,7 +39,10 @@ class _NotifierEvent(EventData):
 
 @event
 class EscalationStarted(_NotifierEvent):
-    """A rule matched an event and started the escalation chain of its matter (once per matter)."""
+    """A rule matched an event and started an escalation chain of its matter: one open chain per matter.
+
+    Once a chain is closed (resolved or acknowledged), a new triggering event starts the matter's next
+    occurrence on the same stream, with an escalation id of its own."""
 
     EVENT_NAME = "EscalationStarted"
     escalation_id: UUID
@@ -51,6 +54,9 @@ class EscalationStarted(_NotifierEvent):
     trigger_type: str
     trigger_data: dict[str, Any] = Field(default_factory=dict, description="The triggering event's data.")
     started_at: AwareDatetime
+    occurrence: int = Field(default=1, ge=1, description="1 for the matter's first chain, n for its n-th.")
+    triggered_at: AwareDatetime | None = Field(
+        default=None, description="When the triggering event happened (its envelope's `time`).")
 
 
 @event

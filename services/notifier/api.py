@@ -37,6 +37,7 @@ class HistoryEntry(BaseModel):
 class EscalationView(BaseModel):
     escalation_id: UUID
     matter: str
+    occurrence: int
     rule: str
     agreement_id: UUID
     status: str
@@ -60,7 +61,7 @@ class AcknowledgementView(BaseModel):
     cancelled_notifications: int
 
 
-_COLUMNS = ("escalation_id, matter, rule, agreement_id, status, level, levels, trigger_type, started_at,"
+_COLUMNS = ("escalation_id, matter, occurrence, rule, agreement_id, status, level, levels, trigger_type, started_at,"
             " updated_at, closed_by")
 
 

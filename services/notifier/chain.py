@@ -43,15 +43,17 @@ async def calendar_of(conn: asyncpg.Connection, agreement_id: UUID) -> BusinessC
     return BusinessCalendar.model_validate_json(json.dumps(raw)) if raw is not None else None  # JSON mode: strict types
 
 
-async def _schedule_step(conn: asyncpg.Connection, matter: str, step: Step, due_at: datetime) -> None:
-    await schedule(conn, LEVEL_TIMER, matter, due_at, {"matter": matter, "level": step.level, "round": step.round})
+async def _schedule_step(conn: asyncpg.Connection, escalation: Escalation, step: Step, due_at: datetime) -> None:
+    await schedule(conn, LEVEL_TIMER, escalation.matter, due_at, {
+        "matter": escalation.matter, "occurrence": escalation.occurrence, "level": step.level, "round": step.round})
 
 
 # --- started and resolved by events -------------------------------------------------------------
 
 class EscalationTriggers:
-    """Starts the chain of the matter an event is about (once per matter) and resolves the matters
-    an event handles. A policy, not a read model (no `clear`): `rebuild` never replays it."""
+    """Starts a chain for the matter an event is about (unless one is open, or this event started one
+    before) and resolves the matters an event handles. A policy, not a read model (no `clear`):
+    `rebuild` never replays it."""
 
     name = "escalation_triggers"
 
@@ -80,15 +82,19 @@ class EscalationTriggers:
             now = datetime.now(UTC)
             if not escalation.start(rule=match.rule.name, agreement_id=UUID(match.agreement_id), levels=len(chain),
                                     trigger_event_id=event.id, trigger_type=event.type,
-                                    trigger_data=dict(event.data), now=now):
-                log.info("matter already escalated; nothing started", matter=match.matter, event_id=str(event.id))
+                                    trigger_data=dict(event.data), now=now, triggered_at=event.time):
+                why = "a chain is open" if escalation.status == "open" else "this event started a chain before"
+                log.info("nothing started: " + why, matter=match.matter, event_id=str(event.id),
+                         occurrence=escalation.occurrence)
                 return
             step, delay = first_step(chain)
             calendar = await calendar_of(conn, UUID(match.agreement_id))
-            await _schedule_step(conn, match.matter, step, due_after(now, delay, calendar))
-            await store.append(stream_id(match.matter), 0, escalation.pending,
+            await _schedule_step(conn, escalation, step, due_after(now, delay, calendar))
+            # at the version read: a racing trigger appending first makes this attempt retry and see it
+            await store.append(stream_id(match.matter), escalation.version, escalation.pending,
                                Metadata(ACTOR, event.correlationid, event.id), conn=conn)
-            log.info("escalation started", matter=match.matter, rule=match.rule.name)
+            log.info("escalation started", matter=match.matter, rule=match.rule.name,
+                     occurrence=escalation.occurrence)
 
         await retry_on_conflict_in(conn, attempt)
 
@@ -104,13 +110,15 @@ async def resolve(conn: asyncpg.Connection, notifier: Notifier, matter: str, eve
 
     async def attempt() -> None:
         escalation = await load(store, matter)
-        if escalation.status in ("new", "resolved"):
-            return
+        if not escalation.resolves(event.id, event.time):
+            return  # no chain, resolved already, or the event is about an earlier occurrence
         cancelled = await stop_chain(conn, escalation)
-        escalation.resolve(by_type=event.type, by_event_id=event.id, cancelled=cancelled, now=datetime.now(UTC))
+        escalation.resolve(by_type=event.type, by_event_id=event.id, cancelled=cancelled, now=datetime.now(UTC),
+                           occurred_at=event.time)
         await store.append(stream_id(matter), escalation.version, escalation.pending,
                            Metadata(event.actor, event.correlationid, event.id), conn=conn)
-        log.info("escalation resolved", matter=matter, by=event.type, cancelled=cancelled)
+        log.info("escalation resolved", matter=matter, occurrence=escalation.occurrence, by=event.type,
+                 cancelled=cancelled)
 
     await retry_on_conflict_in(conn, attempt)
 
@@ -126,12 +134,13 @@ class LevelTimer:
     async def __call__(self, conn: asyncpg.Connection, timer: Timer) -> None:
         matter = str(timer.payload["matter"])
         step = Step(int(timer.payload["level"]), int(timer.payload["round"]))
+        occurrence = int(timer.payload.get("occurrence", 1))  # timers armed before occurrences: the first
         store = EventStore.on_connection(conn, self.notifier.source)
 
         async def attempt() -> None:
             escalation = await load(store, matter)
-            if not escalation.expects(step):
-                return  # stale: acknowledged, resolved, or this step already fired
+            if not escalation.expects(step, occurrence):
+                return  # stale: acknowledged, resolved, this step already fired, or an earlier occurrence's
             try:
                 chain = self.notifier.rules.rule(escalation.rule).chain
             except KeyError:
@@ -146,11 +155,11 @@ class LevelTimer:
             responsible = await responsible_for(conn, escalation.agreement_id, level.targets,
                                                 escalation.trigger_data)
             queued = await outbox.enqueue(conn, self.notifier, escalation, step, level.channels, responsible, now)
-            escalation.reach(step, responsible, queued, now)
+            escalation.reach(step, responsible, queued, now, occurrence)
             following = next_step(chain, step)
             if following is not None:
                 calendar = await calendar_of(conn, escalation.agreement_id)
-                await _schedule_step(conn, matter, following[0], due_after(now, following[1], calendar))
+                await _schedule_step(conn, escalation, following[0], due_after(now, following[1], calendar))
             await store.append(stream_id(matter), escalation.version, escalation.pending,
                                Metadata.new(ACTOR), conn=conn)
             log.info("escalation level reached", matter=matter, level=step.level, round=step.round,

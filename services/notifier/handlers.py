@@ -40,9 +40,9 @@ async def acknowledge(pool: asyncpg.Pool, store: EventStore, escalation_id: UUID
     async def attempt() -> Acknowledged:
         async with transaction(pool) as conn:
             escalation = await load(EventStore.on_connection(conn, store.source), matter)
-            escalation.ensure_acknowledgeable()
+            escalation.ensure_acknowledgeable(escalation_id)  # an earlier occurrence of the matter is closed
             cancelled = await stop_chain(conn, escalation)
-            escalation.acknowledge(by=by, via=via, cancelled=cancelled, now=datetime.now(UTC))
+            escalation.acknowledge(escalation_id, by=by, via=via, cancelled=cancelled, now=datetime.now(UTC))
             await store.append(stream_id(matter), escalation.version, escalation.pending, meta, conn=conn)
         store.notify_appended()
         return Acknowledged(escalation_id, "acknowledged", cancelled)

@@ -48,7 +48,8 @@ async def enqueue(conn: asyncpg.Connection, notifier: Notifier, escalation: Esca
     zone = await conn.fetchval("SELECT calendar->>'timezone' FROM notifier_calendars WHERE agreement_id = $1",
                                escalation.agreement_id) or rules.defaults.timezone
     people = [r.model_dump(mode="json") for r in responsible]
-    base = {"escalation_id": str(escalation.id), "matter": escalation.matter, "rule": escalation.rule,
+    base = {"escalation_id": str(escalation.id), "matter": escalation.matter, "occurrence": escalation.occurrence,
+            "rule": escalation.rule,
             "agreement_id": str(escalation.agreement_id), "level": step.level, "round": step.round,
             "levels": escalation.levels, "responsible": people, "trigger": escalation.trigger_data,
             "subject": _subject(escalation, step)}

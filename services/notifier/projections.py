@@ -67,7 +67,8 @@ class AgreementContacts:
 
 
 class EscalationViews:
-    """One row per escalation (status, level reached) and each escalation's history."""
+    """One row per escalation — each occurrence of a matter is one — (status, level reached) and each
+    escalation's history."""
 
     name = "escalations"
     handles = frozenset(m.event_type() for m in (
@@ -79,10 +80,11 @@ class EscalationViews:
         match data:
             case EscalationStarted() as e:
                 await conn.execute(
-                    "INSERT INTO escalations (escalation_id, matter, rule, agreement_id, status, levels,"
-                    " trigger_type, started_at, updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $7)"
+                    "INSERT INTO escalations (escalation_id, matter, occurrence, rule, agreement_id, status, levels,"
+                    " trigger_type, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $8)"
                     " ON CONFLICT DO NOTHING",
-                    e.escalation_id, e.matter, e.rule, e.agreement_id, e.levels, e.trigger_type, e.started_at)
+                    e.escalation_id, e.matter, e.occurrence, e.rule, e.agreement_id, e.levels, e.trigger_type,
+                    e.started_at)
             case EscalationLevelReached() as e:
                 await conn.execute("UPDATE escalations SET level = $2, updated_at = $3 WHERE escalation_id = $1",
                                    e.escalation_id, e.level, event.time)

@@ -2,8 +2,9 @@
 
 A rule matches an event type (by its ``service.Name`` string, so rules may name event types this build
 does not know yet) and predicates on the event's data, names the matter the event is about (a
-template over the data, e.g. ``query:{query_id}:{clock}``: one escalation per matter), the events that
-resolve that matter, and the chain's levels. The first matching rule in file order wins.
+template over the data, e.g. ``query:{query_id}:{clock}``: one open escalation per matter, and a new
+one once it is closed), the events that resolve that matter, and the chain's levels. The first
+matching rule in file order wins.
 
 Levels name targets by role or by escalation-matrix level, resolved when the level fires from the
 agreement's current contacts. ``matrix:`` is a per-agreement policy: one level per level of the
