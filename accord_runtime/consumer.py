@@ -137,6 +137,8 @@ class BusConsumer:
         max_retry_delay: float = 5.0,
         acquire_timeout: float = 10.0,
         on_commit: Callable[[], None] | None = None,
+        in_place_attempts: int = 10,
+        single_active_consumer: bool = True,
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
@@ -153,6 +155,8 @@ class BusConsumer:
         self._retry_delay, self._max_retry_delay = retry_delay, max_retry_delay
         self._acquire_timeout = acquire_timeout
         self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
+        self._in_place_attempts = max(1, in_place_attempts)
+        self._single_active_consumer = single_active_consumer
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -216,6 +220,8 @@ class BusConsumer:
                 "x-delivery-limit": self._delivery_limit,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": self.dlq_name,
+                # One consumer at a time, the others on standby: replicas keep per-stream order.
+                "x-single-active-consumer": self._single_active_consumer,
             },
         )
         for key in sorted(self.routing_keys):
@@ -290,7 +296,7 @@ class BusConsumer:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
         try:
-            outcome = await self._process(message)
+            outcome = await self._process_in_place(message)
         except _Rejected as rejected:
             try:
                 await self._dead_letter(message, rejected)
@@ -307,6 +313,28 @@ class BusConsumer:
             HANDLER_LATENCY.labels(self.service, self.consumer_name).observe(elapsed)
         self._failures = 0
         EVENTS_CONSUMED.labels(self.service, self.consumer_name, outcome).inc()
+
+    async def _process_in_place(self, message: AbstractIncomingMessage) -> Outcome:
+        """`_process`, retrying the same message while the database is briefly unavailable.
+
+        Retrying in place, rather than requeueing, keeps per-stream order: the messages behind
+        this one in the queue never overtake it. After `in_place_attempts` the last `_Transient`
+        propagates and the message is requeued (counting toward the queue's delivery limit, so a
+        handler that fails "transiently" forever still ends in the dead-letter queue).
+        """
+        for attempt in range(1, self._in_place_attempts):
+            try:
+                return await self._process(message)
+            except _Transient as transient:
+                if self._stopping.is_set():
+                    raise
+                self._failures += 1
+                delay = min(self._max_retry_delay, self._retry_delay * 2 ** (self._failures - 1))
+                log.warning("transient failure; retrying the message in place", queue=self.queue_name,
+                            error=repr(transient.error), attempt=attempt, delay=delay)
+                await self._pause(delay)
+                await self._database_answers()
+        return await self._process(message)
 
     async def _process(self, message: AbstractIncomingMessage) -> Outcome:
         """Read, check and handle one message; raise `_Rejected` or `_Transient` if it fails."""
