@@ -14,6 +14,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's reset query (advisory unlock, UNLISTEN, RESET ALL).
+
+    asyncpg still rolls back an open transaction and drops listeners on release. Pooled code keeps
+    no session state — the relay's leader lock, LISTEN and migrations have connections of their
+    own — and the query cost a round trip per checkout: about a third of an append (bench/).
+    """
+
+
 async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections resolve unqualified names in `schema` (the service's own data)."""
     pool = await asyncpg.create_pool(
@@ -22,6 +31,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"accord-{schema}"},
         init=_init_connection,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
