@@ -132,6 +132,14 @@ ORDER BY transaction_id, global_position
 LIMIT $3
 """
 
+_READ_STREAMS = """
+SELECT transaction_id::text::bigint AS tx, global_position, event_id, stream_id, stream_version,
+       event_type, data, correlation_id, causation_id, actor, recorded_at
+FROM events
+WHERE stream_id = ANY($1::text[])
+ORDER BY stream_id, stream_version
+"""
+
 _READ_STREAM = """
 SELECT transaction_id::text::bigint AS tx, global_position, event_id, stream_id, stream_version,
        event_type, data, correlation_id, causation_id, actor, recorded_at
@@ -256,6 +264,17 @@ class EventStore:
         async with self._connection(conn) as target:
             rows = await target.fetch(_READ_STREAM, stream_id, from_version, as_of)
         return [_envelope(row, self.source) for row in rows]
+
+    async def read_streams(
+        self, stream_ids: Sequence[str], *, conn: asyncpg.Connection | None = None
+    ) -> dict[str, list[CloudEvent]]:
+        """Several streams' events at once (one query): stream id → its events in order."""
+        async with self._connection(conn) as target:
+            rows = await target.fetch(_READ_STREAMS, list(stream_ids))
+        streams: dict[str, list[CloudEvent]] = {stream_id: [] for stream_id in stream_ids}
+        for row in rows:
+            streams[row["stream_id"]].append(_envelope(row, self.source))
+        return streams
 
     async def read_all(
         self, after: Position = START, limit: int = 1000, *, conn: asyncpg.Connection | None = None

@@ -37,6 +37,14 @@ class EventHandler(Protocol):
 
 
 @runtime_checkable
+class AppliesBatches(Protocol):
+    """A projection that folds a batch of events at once (a rebuild reads thousands per batch)."""
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        """Fold `events` (in global order) in; the same result as applying them one by one."""
+
+
+@runtime_checkable
 class Projection(EventHandler, Protocol):
     """An event handler that folds events into read-model tables of its own, so it can be rebuilt."""
 
@@ -127,11 +135,16 @@ class ProjectionRunner:
             start = min(checkpoints.values())
             started = time.perf_counter()
             events = await self._store.read_all(start, self._batch_size, conn=conn)
-            for recorded in events:
-                for name in names:
-                    projection = self._projections[name]
-                    if recorded.envelope.type in projection.handles and recorded.position > checkpoints[name]:
-                        await projection.apply(conn, recorded.envelope)
+            for name in names:
+                projection = self._projections[name]
+                due = [r.envelope for r in events
+                       if r.envelope.type in projection.handles and r.position > checkpoints[name]]
+                if isinstance(projection, AppliesBatches):
+                    if due:
+                        await projection.apply_batch(conn, due)
+                else:
+                    for envelope in due:
+                        await projection.apply(conn, envelope)
             if not events:
                 return 0, start
             last = events[-1].position

@@ -4,7 +4,10 @@ agreement's current state with its contacts, open scope changes and open breakdo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -34,47 +37,68 @@ LIFECYCLE_EVENTS = frozenset(m.event_type() for m in (
     AgreementSuspended, AgreementResumed, AgreementTerminated))
 
 
+_SUMMARY_COLUMNS = ("agreement_id", "title", "summary", "status", "client_organisation_id",
+                    "provider_organisation_id", "drafted_by_side", "client_accepted", "provider_accepted",
+                    "agreement_version", "stream_version", "created_at", "updated_at")
+_UPSERT_SUMMARY = (
+    f"INSERT INTO agreement_summaries ({', '.join(_SUMMARY_COLUMNS)})"
+    f" VALUES ({', '.join(f'${n}' for n in range(1, len(_SUMMARY_COLUMNS) + 1))})"
+    " ON CONFLICT (agreement_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SUMMARY_COLUMNS[1:])
+)
+
+
 class AgreementSummaries:
-    """One row per agreement: parties, status, who has accepted, the agreement version."""
+    """One row per agreement: parties, status, who has accepted, the agreement version.
+
+    A batch folds its events into the touched rows in memory and writes each row once.
+    """
 
     name = "agreement_summaries"
     handles = LIFECYCLE_EVENTS
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        match REGISTRY.decode(event.type, event.data):
-            case AgreementDrafted() as e:
-                await conn.execute(
-                    """INSERT INTO agreement_summaries (agreement_id, title, summary, status,
-                           client_organisation_id, provider_organisation_id, drafted_by_side,
-                           stream_version, created_at, updated_at)
-                       VALUES ($1, $2, $3, 'draft', $4, $5, $6, $7, $8, $8)""",
-                    e.agreement_id, e.title, e.summary, e.client_organisation_id,
-                    e.provider_organisation_id, e.drafted_by_side, event.sequence, event.time)
-            case AgreementProposed() as e:
-                await self._update(conn, e.agreement_id, event,
-                                   "status = 'proposed', client_accepted = false, provider_accepted = false")
-            case AgreementAccepted(side="client") as e:
-                await self._update(conn, e.agreement_id, event, "client_accepted = true")
-            case AgreementAccepted(side="provider") as e:
-                await self._update(conn, e.agreement_id, event, "provider_accepted = true")
-            case AgreementActivated() as e:
-                await self._update(conn, e.agreement_id, event, "status = 'active', agreement_version = $4",
-                                   e.agreement_version)
-            case AgreementAmended() | AgreementRenewed() as e:
-                await self._update(conn, e.agreement_id, event, "agreement_version = $4", e.agreement_version)
-            case AgreementSuspended() as e:
-                await self._update(conn, e.agreement_id, event, "status = 'suspended'")
-            case AgreementResumed() as e:
-                await self._update(conn, e.agreement_id, event, "status = 'active'")
-            case AgreementTerminated() as e:
-                await self._update(conn, e.agreement_id, event, "status = 'terminated'")
+        await self.apply_batch(conn, [event])
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        ids = list({UUID(str(e.data["agreement_id"])) for e in events})
+        rows = {r["agreement_id"]: dict(r) for r in await conn.fetch(
+            "SELECT * FROM agreement_summaries WHERE agreement_id = ANY($1::uuid[])", ids)}
+        for event in events:
+            self._fold(rows, event)
+        await conn.executemany(_UPSERT_SUMMARY, [tuple(row[c] for c in _SUMMARY_COLUMNS) for row in rows.values()])
 
     @staticmethod
-    async def _update(conn: asyncpg.Connection, agreement_id: object, event: CloudEvent, assignments: str,
-                      *args: object) -> None:
-        await conn.execute(
-            f"UPDATE agreement_summaries SET {assignments}, stream_version = $2, updated_at = $3"
-            " WHERE agreement_id = $1", agreement_id, event.sequence, event.time, *args)
+    def _fold(rows: dict[UUID, dict[str, Any]], event: CloudEvent) -> None:
+        decoded = REGISTRY.decode(event.type, event.data)
+        if isinstance(decoded, AgreementDrafted):
+            rows[decoded.agreement_id] = {
+                "agreement_id": decoded.agreement_id, "title": decoded.title, "summary": decoded.summary,
+                "status": "draft", "client_organisation_id": decoded.client_organisation_id,
+                "provider_organisation_id": decoded.provider_organisation_id,
+                "drafted_by_side": decoded.drafted_by_side, "client_accepted": False, "provider_accepted": False,
+                "agreement_version": 0, "stream_version": event.sequence, "created_at": event.time,
+                "updated_at": event.time}
+            return
+        row = rows.get(UUID(str(event.data["agreement_id"])))
+        if row is None or row["stream_version"] >= event.sequence:
+            return  # drafted events come first in a stream; never move a row backwards
+        match decoded:
+            case AgreementProposed():
+                row.update(status="proposed", client_accepted=False, provider_accepted=False)
+            case AgreementAccepted(side=side):
+                row[f"{side}_accepted"] = True
+            case AgreementActivated(agreement_version=version):
+                row.update(status="active", agreement_version=version)
+            case AgreementAmended(agreement_version=version) | AgreementRenewed(agreement_version=version):
+                row["agreement_version"] = version
+            case AgreementSuspended():
+                row["status"] = "suspended"
+            case AgreementResumed():
+                row["status"] = "active"
+            case AgreementTerminated():
+                row["status"] = "terminated"
+        row.update(stream_version=event.sequence, updated_at=event.time)
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE agreement_summaries")
@@ -87,34 +111,82 @@ class AgreementHistory:
     handles = AGREEMENT_EVENTS
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        await conn.execute(
+        await self.apply_batch(conn, [event])
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        await conn.executemany(
             "INSERT INTO agreement_history VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            event.data["agreement_id"], event.sequence, event.id, event.type, event.actor,
-            event.time, event.data)
+            [(e.data["agreement_id"], e.sequence, e.id, e.type, e.actor, e.time, e.data) for e in events])
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE agreement_history")
 
 
 class SharedAgreements:
-    """The agreement as of each event, replayed from its stream: the snapshot (detail view), the
-    contacts (escalation matrix), open scope changes and open breakdowns.
+    """The agreement as of its latest event, replayed from its stream: the snapshot (detail view),
+    the contacts (escalation matrix), open scope changes and open breakdowns.
 
-    Each event rewrites the agreement's rows from the replay up to that event, so applying it
-    again writes the same rows. (A replay per event costs O(events²) per agreement on rebuild;
-    agreements have hundreds of events, not millions.)
+    A batch replays each agreement it touches once, up to its last event in the batch, and
+    rewrites that agreement's rows, so applying events again writes the same rows.
     """
 
     name = "shared_agreements"
     handles = AGREEMENT_EVENTS
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        agreement_id = UUID(str(event.data["agreement_id"]))
-        stored = await conn.fetchval(
-            "SELECT stream_version FROM agreement_documents WHERE agreement_id = $1", agreement_id)
-        if stored is not None and stored > event.sequence:
-            return  # never move a read model backwards
-        envelopes = [e for e in await store_on(conn).read_stream(event.subject) if e.sequence <= event.sequence]
+        await self.apply_batch(conn, [event])
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        upto: dict[str, CloudEvent] = {}
+        for event in events:  # the last event of each agreement in the batch
+            if event.subject not in upto or upto[event.subject].sequence < event.sequence:
+                upto[event.subject] = event
+        stored = {r["agreement_id"]: r["stream_version"] for r in await conn.fetch(
+            "SELECT agreement_id, stream_version FROM agreement_documents WHERE agreement_id = ANY($1::uuid[])",
+            [UUID(str(e.data["agreement_id"])) for e in upto.values()])}
+        streams = await store_on(conn).read_streams(list(upto), conn=conn)
+        views = []
+        for subject, last in upto.items():
+            agreement_id = UUID(str(last.data["agreement_id"]))
+            if stored.get(agreement_id, 0) > last.sequence:
+                continue  # never move a read model backwards
+            views.append(_AgreementView.of(agreement_id, [e for e in streams[subject] if e.sequence <= last.sequence],
+                                           last.time))
+        if not views:
+            return
+        await conn.executemany(
+            """INSERT INTO agreement_documents VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (agreement_id) DO UPDATE SET stream_version = EXCLUDED.stream_version,
+                   agreement_version = EXCLUDED.agreement_version, status = EXCLUDED.status,
+                   snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at""",
+            [v.document for v in views])
+        touched = [v.agreement_id for v in views]
+        for table in ("agreement_contacts", "open_scope_changes", "open_breakdowns"):
+            await conn.execute(f"DELETE FROM {table} WHERE agreement_id = ANY($1::uuid[])", touched)
+        await conn.executemany("INSERT INTO agreement_contacts VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                               [row for v in views for row in v.contacts])
+        await conn.executemany("INSERT INTO open_scope_changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                               [row for v in views for row in v.scope_changes])
+        await conn.executemany(
+            "INSERT INTO open_breakdowns VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            [row for v in views for row in v.breakdowns])
+
+    async def clear(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("TRUNCATE agreement_documents, agreement_contacts, open_scope_changes, open_breakdowns")
+
+
+@dataclass(frozen=True)
+class _AgreementView:
+    """The rows of one agreement in the shared-agreement read model."""
+
+    agreement_id: UUID
+    document: tuple[Any, ...]
+    contacts: list[tuple[Any, ...]]
+    scope_changes: list[tuple[Any, ...]]
+    breakdowns: list[tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, agreement_id: UUID, envelopes: list[CloudEvent], updated_at: datetime) -> _AgreementView:
         events = [REGISTRY.decode(e.type, e.data) for e in envelopes]
         agreement = Agreement.replay(agreement_id, events)
         since: dict[UUID, datetime] = {}
@@ -123,32 +195,21 @@ class SharedAgreements:
                 since[decoded.breakdown_id] = envelope.time
             elif isinstance(decoded, ScopeChangeRequested):
                 since[decoded.change_id] = envelope.time
-        await conn.execute(
-            """INSERT INTO agreement_documents VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (agreement_id) DO UPDATE SET stream_version = EXCLUDED.stream_version,
-                   agreement_version = EXCLUDED.agreement_version, status = EXCLUDED.status,
-                   snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at""",
-            agreement_id, agreement.version, agreement.agreement_version, agreement.status, agreement.snapshot(),
-            event.time)
-        for table in ("agreement_contacts", "open_scope_changes", "open_breakdowns"):
-            await conn.execute(f"DELETE FROM {table} WHERE agreement_id = $1", agreement_id)
-        await conn.executemany(
-            "INSERT INTO agreement_contacts VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [(agreement_id, c.contact_id, c.side, c.role, c.name, c.email, c.escalation_level)
-             for c in agreement.contacts.values()])
-        await conn.executemany(
-            "INSERT INTO open_scope_changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [(agreement_id, s.change_id, s.title, s.what, s.why, s.requested_by_side, s.status,
-              json.loads(json.dumps(s.assessment.__dict__)) if s.assessment else None, since[s.change_id])
-             for s in agreement.scope_changes.values() if s.open])
-        rows = []
+        breakdowns = []
         for b in agreement.open_breakdowns():
             procedure = agreement.procedures[b.procedure_id]
             step = next(s for s in procedure.steps if s.step_id == b.step_id)
-            rows.append((agreement_id, b.breakdown_id, b.procedure_id, procedure.name, b.step_id, step.title,
-                         step.owner_side, b.reported_by_side, b.what_broke, b.impact, since[b.breakdown_id]))
-        await conn.executemany("INSERT INTO open_breakdowns VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                               rows)
-
-    async def clear(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("TRUNCATE agreement_documents, agreement_contacts, open_scope_changes, open_breakdowns")
+            breakdowns.append((agreement_id, b.breakdown_id, b.procedure_id, procedure.name, b.step_id, step.title,
+                               step.owner_side, b.reported_by_side, b.what_broke, b.impact, since[b.breakdown_id]))
+        return cls(
+            agreement_id=agreement_id,
+            document=(agreement_id, agreement.version, agreement.agreement_version, agreement.status,
+                      agreement.snapshot(), updated_at),
+            contacts=[(agreement_id, c.contact_id, c.side, c.role, c.name, c.email, c.escalation_level)
+                      for c in agreement.contacts.values()],
+            scope_changes=[(agreement_id, s.change_id, s.title, s.what, s.why, s.requested_by_side, s.status,
+                            json.loads(json.dumps(s.assessment.__dict__)) if s.assessment else None,
+                            since[s.change_id])
+                           for s in agreement.scope_changes.values() if s.open],
+            breakdowns=breakdowns,
+        )
