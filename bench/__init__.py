@@ -1,0 +1,1 @@
+"""Performance benchmarks of the Accord runtime: ``python -m bench.run [--quick]``."""
