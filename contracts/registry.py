@@ -59,7 +59,13 @@ class EventRegistry:
         return (service, name) in self._current
 
     def decode(self, event_type: str, data: dict[str, Any]) -> EventData:
-        """Validate `data` as `event_type`, upcasting old versions to the current model."""
+        """Validate `data` as `event_type`, upcasting old versions to the current model.
+
+        Readers are tolerant within a version: a field this build does not know is ignored, so a
+        producer may add optional fields to a version without breaking older consumers. Anything
+        else — a field removed, renamed, retyped or made required — is a new version. Producers
+        stay strict: models forbid unknown fields when built in code.
+        """
         service, name, version = parse_type(event_type)
         current = self._current.get((service, name))
         if current is None or version > current:
@@ -67,8 +73,10 @@ class EventRegistry:
         while event_type in self._upcasters:
             event_type, step = self._upcasters[event_type]
             data = step(data)
+        model = self.model(event_type)
+        known = {key: value for key, value in data.items() if key in model.model_fields}
         # Validate in JSON mode: strict about types, yet accepting the wire forms of UUIDs and times.
-        return self.model(event_type).model_validate_json(json.dumps(data))
+        return model.model_validate_json(json.dumps(known))
 
     def __iter__(self) -> Iterator[type[EventData]]:
         return iter(sorted(self._models.values(), key=lambda m: m.event_type()))

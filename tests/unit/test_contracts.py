@@ -96,3 +96,13 @@ def test_old_versions_are_upcast_to_the_current_model() -> None:
     assert event == ThingV2(label="a", weight=1)
     with pytest.raises(UnknownEventType):
         registry.decode("accord.test.ThingHappened.v3", {"label": "a", "weight": 2})
+
+
+def test_readers_ignore_fields_added_to_a_version_but_producers_are_strict() -> None:
+    data = drafted_data() | {"added_later": "an optional field of a newer build"}
+    event = REGISTRY.decode("accord.agreements.AgreementDrafted.v1", data)
+    assert isinstance(event, AgreementDrafted) and event.title == "T"
+    with pytest.raises(ValidationError):
+        AgreementDrafted(**{**drafted_data(), "added_later": "x"})
+    with pytest.raises(ValidationError):  # a known field of the wrong type is still refused
+        REGISTRY.decode("accord.agreements.AgreementDrafted.v1", data | {"drafted_by_side": "nobody"})
