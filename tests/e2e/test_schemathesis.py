@@ -28,6 +28,11 @@ import httpx
 import hypothesis
 import hypothesis.strategies as st
 import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from accord_runtime.http import create_app
 from accord_runtime.service import ServiceDefinition
@@ -37,14 +42,6 @@ from services.notifier.main import definition as notifier_definition
 from services.notifier.settings import NotifierSettings
 from services.queries.main import DEFINITION as QUERIES
 from tests.e2e.test_authorization_matrix import OPERATIONAL, Service, World, openapi_operations, running_world
-
-# a dev dependency (pyproject.toml, `dev` extras): a checkout installed before it was added skips, visibly
-pytest.importorskip("schemathesis", minversion="4.32")
-import schemathesis
-from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import FailureGroup
-from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 pytestmark = pytest.mark.servers
 
