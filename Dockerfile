@@ -14,6 +14,7 @@ COPY accord_runtime ./accord_runtime
 COPY business_time ./business_time
 COPY contracts ./contracts
 COPY services ./services
+COPY accord_cli ./accord_cli
 # The runtime dependencies only (no dev extras), into a venv copied whole into the final stage.
 RUN python -m venv /opt/accord \
  && /opt/accord/bin/pip install .
