@@ -21,12 +21,20 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from accord_runtime.postgres import connect
+from accord_runtime.postgres import DATABASE_ERRORS, connect
 
 log = structlog.get_logger(__name__)
 
-#: What a lost or refused Postgres connection raises.
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def channel_of(schema: str) -> str:
+    """The NOTIFY channel on which the relays, projections and timers of `schema` listen."""
+    return f"accord_{schema}_appended"
+
+
+async def ring_from_outside(pool: asyncpg.Pool, schema: str) -> None:
+    """Wake a running service's workers from a process without a doorbell (an operator command)."""
+    await pool.execute("SELECT pg_notify($1, '')", channel_of(schema))
 
 
 class Waiter:
@@ -58,7 +66,7 @@ class Doorbell:
     def __init__(self, dsn: str, schema: str, *, poll_interval: float = 5.0,
                  keepalive_interval: float = 10.0, max_reconnect_delay: float = 5.0) -> None:
         self._dsn, self._schema = dsn, schema
-        self.channel = f"accord_{schema}_appended"
+        self.channel = channel_of(schema)
         self.poll_interval = poll_interval
         self._keepalive_interval = keepalive_interval
         self._max_reconnect_delay = max_reconnect_delay

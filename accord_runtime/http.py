@@ -13,6 +13,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from accord_runtime.postgres import TRANSIENT_ERRORS
+
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -58,6 +60,8 @@ def create_app(
 
     for exception_type, status_code in error_statuses.items():
         app.add_exception_handler(exception_type, _handler(status_code))
+    for transient in TRANSIENT_ERRORS:  # the database went away mid-request: nothing was committed
+        app.add_exception_handler(transient, _unavailable)
     for router in routers:
         app.include_router(router)
     return app
@@ -84,6 +88,12 @@ async def _correlate(request: Request, call_next: Callable[[Request], Awaitable[
                  status=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 2))
     response.headers[CORRELATION_HEADER] = str(correlation_id)
     return response
+
+
+async def _unavailable(_: Request, error: Exception) -> JSONResponse:
+    log.warning("database unavailable during a request", error=f"{type(error).__name__}: {error}")
+    return JSONResponse({"detail": "the database is unavailable right now; retry shortly"},
+                        status_code=503, headers={"Retry-After": "1"})
 
 
 def _handler(status_code: int) -> Callable[[Request, Exception], Any]:

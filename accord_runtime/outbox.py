@@ -34,9 +34,9 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
-from accord_runtime.doorbell import DATABASE_ERRORS, Doorbell
+from accord_runtime.doorbell import Doorbell
 from accord_runtime.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG, PUBLISH_FAILURES
-from accord_runtime.postgres import connect
+from accord_runtime.postgres import DATABASE_ERRORS, connect
 from accord_runtime.topology import CONTENT_TYPE, declare_exchange
 
 log = structlog.get_logger(__name__)

@@ -51,10 +51,15 @@ async def connect(dsn: str, schema: str) -> asyncpg.Connection:
     return conn
 
 
+# Anything a lost, refused or killed connection can raise, and any server error: what a
+# long-running worker (relay, doorbell) survives by reconnecting and trying again.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
 # Errors that mean "try again later", not "this work is wrong". When the server drops a
 # connection, asyncpg may report it as InterfaceError (masking the server's error) or
 # InternalClientError (a protocol state broken by the unexpected close), so both count.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # includes TimeoutError (pool acquire) and refused connections
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,

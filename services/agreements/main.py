@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from accord_runtime.cli import service_cli
+from accord_runtime.doorbell import ring_from_outside
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import IdentityProjection
 from accord_runtime.logs import configure_logging
@@ -67,6 +68,7 @@ def _operator(work: Callable[[handlers.Context, Metadata], Awaitable[T]]) -> T:
         await runtime.open_storage()
         try:
             result = await work(handlers.Context(runtime.store, runtime.pool), Metadata.new("operator"))
+            await ring_from_outside(runtime.pool, settings.db_schema)  # a running relay publishes at once
             assert runtime.projections is not None
             await runtime.projections.catch_up()  # the new token works at once
             return result

@@ -376,18 +376,11 @@ class WorkerDied(Exception):
     """A service's background worker died and stays dead: the service never gets ready again."""
 
 
-@pytest.mark.xfail(strict=True, raises=WorkerDied, reason=(
-    "BUG in accord_runtime/outbox.py: the relay catches doorbell.DATABASE_ERRORS (PostgresError, InterfaceError,"
-    " OSError), which lacks asyncpg.InternalClientError (postgres.TRANSIENT_ERRORS has it). A connection"
-    " Postgres terminated raises it on its next query ('cannot switch to state 12; another operation (2) is in"
-    " progress') before asyncpg marks it closed: from _drain's fetch on the leader-lock connection, or from"
-    " _record_backlog on a pooled connection right after _lead caught the first error. It escapes"
-    " OutboxRelay.run, the relay task dies ('background worker failed'), nothing more is published and /readyz"
-    " answers 503 ('workers': false) until the process is restarted"))
 async def test_postgres_terminating_the_services_connections_mid_load(scene: Scene) -> None:
     """Both services' connections are terminated ten times, 0.3 s apart. A service whose background
     worker died is restarted (as an orchestrator would, it never gets ready) so that (a)-(e) are still
-    checked; the test then fails with `WorkerDied`."""
+    checked; the test then fails with `WorkerDied` (it once did: the relay died on asyncpg's
+    InternalClientError, which its error list lacked)."""
     names = [scene.deployment.application_name(s) for s in ("agreements", "queries")]
     terminated: list[int] = []
     died: dict[str, list[str]] = {}
