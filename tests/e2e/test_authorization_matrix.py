@@ -804,6 +804,8 @@ def test_tracked_files_hold_no_secrets() -> None:
                     value = match.group(match.lastindex or 0)
                     if _allowed(relative, match.group(0), value, line):
                         continue
+                    if relative.startswith("tests/") and name == "assigned secret" and not _looks_random(value):
+                        continue  # a test's made-up credential ("acc_not-a-token"); a pasted real one is random
                     findings.append(f"{relative}:{number}: {name}: {line.strip()[:160]}")
             for match in BLOB.finditer(line):
                 if _looks_random(match.group(0)) and not _allowed(relative, match.group(0), match.group(0), line):
