@@ -139,6 +139,7 @@ class BusConsumer:
         on_commit: Callable[[], None] | None = None,
         in_place_attempts: int = 10,
         single_active_consumer: bool = True,
+        max_message_bytes: int = 1024 * 1024,
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
@@ -157,6 +158,7 @@ class BusConsumer:
         self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
         self._in_place_attempts = max(1, in_place_attempts)
         self._single_active_consumer = single_active_consumer
+        self._max_message_bytes = max_message_bytes  # no Accord event comes near it
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -338,6 +340,9 @@ class BusConsumer:
 
     async def _process(self, message: AbstractIncomingMessage) -> Outcome:
         """Read, check and handle one message; raise `_Rejected` or `_Transient` if it fails."""
+        if len(message.body) > self._max_message_bytes:
+            raise _Rejected("envelope", ValueError(
+                f"message of {len(message.body)} bytes exceeds the limit of {self._max_message_bytes} bytes"))
         try:
             envelope = CloudEvent.model_validate_json(message.body)
         except ValueError as error:  # pydantic's ValidationError, malformed JSON included

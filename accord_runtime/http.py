@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from accord_runtime.postgres import TRANSIENT_ERRORS
 
@@ -34,6 +38,7 @@ def create_app(
     exception's message as ``detail``, so a refused command always says why.
     """
     app = FastAPI(title=title, lifespan=lifespan)
+    app.middleware("http")(_refuse_nul)
     app.middleware("http")(_correlate)
 
     @app.get("/healthz", tags=["operations"])
@@ -62,12 +67,26 @@ def create_app(
         app.add_exception_handler(exception_type, _handler(status_code))
     for transient in TRANSIENT_ERRORS:  # the database went away mid-request: nothing was committed
         app.add_exception_handler(transient, _unavailable)
+    for unstorable in (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
+        app.add_exception_handler(unstorable, _handler(422, "text must not contain NUL (\\u0000) characters"))
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app
 
 
 CORRELATION_HEADER = "X-Correlation-ID"
+
+
+# A JSON string escape of U+0000 (not preceded by an escaped backslash): PostgreSQL stores no NUL.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+async def _refuse_nul(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Refuse a JSON body carrying a NUL character at the edge (422), before any state check."""
+    if request.method in {"POST", "PUT", "PATCH"} and _NUL_ESCAPE.search(await request.body()):
+        return _refusal(422, "text must not contain NUL (\\u0000) characters")
+    return await call_next(request)
 
 
 async def _correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -96,8 +115,38 @@ async def _unavailable(_: Request, error: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "1"})
 
 
-def _handler(status_code: int) -> Callable[[Request, Exception], Any]:
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="Why the request was refused.")
+
+
+#: What every route of a service may answer besides its own 2xx and FastAPI's 422.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "No valid bearer token."},
+    403: {"model": ErrorDetail, "description": "Not a party to this agreement, or not the side that may do this."},
+    404: {"model": ErrorDetail, "description": "No such agreement or part of it."},
+    409: {"model": ErrorDetail, "description": "Not allowed in the current state; the detail says why."},
+    503: {"model": ErrorDetail, "description": "The database is unavailable; retry shortly."},
+}
+
+
+def _refusal(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A refusal body: 422s take FastAPI's validation-error shape, so every 422 matches one schema."""
+    if status_code == 422:
+        body: dict[str, Any] = {"detail": [{"loc": ["body"], "msg": message, "type": "value_error"}]}
+    else:
+        body = {"detail": message}
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+def _handler(status_code: int, message: str | None = None) -> Callable[[Request, Exception], Any]:
     async def handle(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=status_code)
+        return _refusal(status_code, message or str(error))
 
     return handle
+
+
+async def _http_exception(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 422 and isinstance(error.detail, str):
+        return _refusal(422, error.detail, error.headers)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=dict(error.headers or {}))

@@ -6,11 +6,11 @@ draws aim at that agreement and its parts (real ids in the path and body) instea
 handlers run and not only the 404 path. Checks: no 5xx (`not_a_server_error`) and every documented
 response's body matches its schema (`response_schema_conformance`).
 
-Three findings hold for many routes at once, so each has a test of its own (strict xfail) instead of a
-mark on every operation, and the per-operation runs leave them out: statuses the OpenAPI does not
-document (401, 403, 404, 409: `test_error_statuses_are_documented`), a domain rule's 422 whose body is
-not the documented 422 schema (`test_a_domain_refusal_matches_the_documented_422`), and NUL characters
-in text (`test_a_nul_character_is_bad_input`).
+Three properties hold for every route at once, so each has a test of its own (they were findings of
+this file, fixed in the HTTP shell): the error statuses are documented (401, 403, 404, 409:
+`test_error_statuses_are_documented`), a domain rule's 422 has the documented 422 shape
+(`test_a_domain_refusal_matches_the_documented_422`), and NUL characters in text are refused with 422
+at the edge (`test_a_nul_character_is_bad_input`; the per-operation runs generate no NUL).
 
 A finding is never fixed here: a finding of one operation marks it `xfail(strict=True)` with the reason
 (`FINDINGS`, empty today), so the test turns red once the service is fixed and the mark must go.
@@ -49,25 +49,19 @@ MAX_EXAMPLES = 25
 
 
 def _domain_refusal(response: Any) -> bool:
-    """A 422 a domain rule answered (`{"detail": "<reason>"}`), not FastAPI's request validation."""
+    """A 422 a domain rule answered: one `value_error` about the whole body, in the documented
+    validation-error shape (`{"detail": [{"loc": ["body"], "msg": "<reason>", "type": "value_error"}]}`)."""
     if response.status_code != 422:
         return False
     try:
-        return isinstance(json.loads(response.content).get("detail"), str)
+        detail = json.loads(response.content).get("detail")
     except (ValueError, AttributeError):
         return False
+    return (isinstance(detail, list) and len(detail) == 1 and detail[0].get("loc") == ["body"]
+            and detail[0].get("type") == "value_error" and bool(detail[0].get("msg")))
 
 
-@schemathesis.check
-def conforms_but_for_domain_refusals(ctx: Any, response: Any, case: Any) -> bool | None:
-    """`response_schema_conformance`, less the domain 422s: their shape is one finding for every route,
-    held by `test_a_domain_refusal_matches_the_documented_422`."""
-    if _domain_refusal(response):
-        return None
-    return response_schema_conformance(ctx, response, case)
-
-
-CHECKS = [not_a_server_error, conforms_but_for_domain_refusals]
+CHECKS = [not_a_server_error, response_schema_conformance]
 
 
 def _definitions() -> dict[Service, ServiceDefinition]:
@@ -173,7 +167,7 @@ def _aim(case: Any, real_ids: dict[str, str]) -> None:
 async def test_operation(world: World, apis: dict[Service, httpx.AsyncClient], real_ids: dict[str, str],
                          service: Service, method: str, path: str) -> None:
     schema = schemathesis.openapi.from_dict(OPENAPI[service])
-    # NUL characters are one finding for every text field (see test_a_nul_character_is_bad_input)
+    # NUL characters are refused at the edge for every text field (see test_a_nul_character_is_bad_input)
     # the caller's bearer token is ours (a party's), not one schemathesis makes up
     schema.config.generation.update(allow_x00=False, with_security_parameters=False)
     operation = schema[path][method]
@@ -201,11 +195,6 @@ async def test_operation(world: World, apis: dict[Service, httpx.AsyncClient], r
         pytest.fail(str(failures), pytrace=False)
 
 
-NUL_FINDING = ("finding: a NUL character (\\u0000) in any text field reaches PostgreSQL, which cannot store it "
-               "in text/jsonb: asyncpg's UntranslatableCharacterError is unhandled, so the answer is 500, not 422")
-
-
-@pytest.mark.xfail(strict=True, reason=NUL_FINDING)
 @pytest.mark.parametrize(("service", "path", "body"), [
     ("agreements", "/agreements/{agreement_id}/goals", {"outcome": "a\u0000b", "success_measure": "days"}),
     ("queries", "/agreements/{agreement_id}/queries", {"subject": "VAT\u0000", "body": "Which rate?"}),
@@ -220,13 +209,6 @@ async def test_a_nul_character_is_bad_input(world: World, apis: dict[Service, ht
     assert response.status_code == 422, (response.status_code, response.text)
 
 
-DOMAIN_422_FINDING = (
-    "finding: a domain rule's 422 (InvalidCommand, and the kpi service's HTTPException(422, ...)) answers "
-    "{\"detail\": \"<reason>\"}, but the OpenAPI documents every 422 as FastAPI's HTTPValidationError, "
-    "whose detail is a list of {loc, msg, type}: the body violates the documented schema")
-
-
-@pytest.mark.xfail(strict=True, reason=DOMAIN_422_FINDING)
 @pytest.mark.parametrize(("service", "method", "path", "body", "query"), [
     ("agreements", "POST", "/agreements", {"title": "Self-dealing", "client_organisation_id": "{organisation}",
                                            "provider_organisation_id": "{organisation}"}, None),
@@ -251,8 +233,6 @@ async def test_a_domain_refusal_matches_the_documented_422(
     case.validate_response(response, checks=[response_schema_conformance])
 
 
-@pytest.mark.xfail(strict=True, reason="finding: no route documents 401, 403, 404 or 409 in its OpenAPI "
-                                       "responses (only its 2xx and FastAPI's 422)")
 def test_error_statuses_are_documented() -> None:
     """Every route of an agreement answers 401 without a token, 403 for a non-party and 404 for an unknown
     id (README); schemathesis' `status_code_conformance` holds undocumented statuses to be errors."""
