@@ -17,6 +17,7 @@ from accord_runtime.doorbell import ring_from_outside
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import IdentityProjection
 from accord_runtime.logs import configure_logging
+from accord_runtime.parties import AgreementParties
 from accord_runtime.service import ConsumerDefinition, ServiceDefinition, ServiceRuntime
 from accord_runtime.settings import ServiceSettings
 from services.agreements import handlers
@@ -36,7 +37,8 @@ class AgreementsSettings(ServiceSettings):
 DEFINITION = ServiceDefinition(
     name="agreements",
     migrations_package="services.agreements",
-    projections=(IdentityProjection(), AgreementSummaries(), AgreementHistory(), SharedAgreements()),
+    projections=(IdentityProjection(), AgreementParties(), AgreementSummaries(), AgreementHistory(),
+                 SharedAgreements()),
     consumers=(ConsumerDefinition("clarifications", (RequirementClarifications(),)),),
     timers={STATUS_UPDATE_DUE: status_update_due},
     routers=(router,),

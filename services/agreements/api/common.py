@@ -6,10 +6,11 @@ from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import Principal
+from accord_runtime.parties import side_of
 from services.agreements import handlers
 from services.agreements.commands import AgreementState
 from services.agreements.domain import Agreement
@@ -36,14 +37,5 @@ async def execute(request: Request, principal: Principal, agreement_id: UUID, de
 
 
 async def side_of_caller(request: Request, principal: Principal, agreement_id: UUID) -> str:
-    """The caller's side of the agreement (from the read model), or 404/403."""
-    row = await request.app.state.pool.fetchrow(
-        "SELECT client_organisation_id, provider_organisation_id FROM agreement_summaries WHERE agreement_id = $1",
-        agreement_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"agreement {agreement_id} does not exist")
-    if principal.organisation_id == row["client_organisation_id"]:
-        return "client"
-    if principal.organisation_id == row["provider_organisation_id"]:
-        return "provider"
-    raise HTTPException(status.HTTP_403_FORBIDDEN, "your organisation is not a party to this agreement")
+    """The caller's side of the agreement (from the parties read model), or 404/403."""
+    return await side_of(request.app.state.pool, principal, agreement_id)
