@@ -167,7 +167,7 @@ async def test_kpis_reports_and_their_timers_over_the_bus(scene: Scene) -> None:
     bad = await s.call("POST", "/kpis", provider, {
         "name": "Backwards", "unit": "%", "direction": "higher_is_better", "target": 80, "warning_threshold": 90,
         "breach_threshold": 95, "cadence_seconds": 60}, expect=422)
-    assert "breach ≤ warning ≤ target" in bad["detail"]
+    assert "breach ≤ warning ≤ target" in bad["detail"][0]["msg"]  # a 422 in the validation-error shape
     await s.call("POST", "/kpis", provider, {"name": "on-time CLOSE", "unit": "%", "direction": "higher_is_better",
                                              "target": 1, "warning_threshold": 1, "breach_threshold": 1,
                                              "cadence_seconds": 60}, expect=409)
@@ -304,7 +304,7 @@ async def test_relationship_kpis_from_query_events(scene: Scene) -> None:
     unknown_metric = await s.call("POST", "/kpis", s.client, {
         "name": "Nonsense", "unit": "x", "direction": "lower_is_better", "target": 0, "warning_threshold": 1,
         "breach_threshold": 2, "cadence_seconds": 60, "source": "accord", "metric": "provider.nonsense"}, expect=422)
-    assert "unknown relationship KPI" in unknown_metric["detail"]
+    assert "unknown relationship KPI" in unknown_metric["detail"][0]["msg"]
 
     # the health score counts SLA attainment (and says so)
     async def sla_counted() -> dict[str, Any] | None:
