@@ -7,6 +7,7 @@ they authorize without asking the agreements service.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 from uuid import UUID
 
@@ -45,16 +46,24 @@ class AgreementParties:
     handles = frozenset([AgreementDrafted.event_type(), *(m.event_type() for m in _STATUS)])
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        data = REGISTRY.decode(event.type, event.data)
-        if isinstance(data, AgreementDrafted):
-            await conn.execute(
-                "INSERT INTO agreement_parties VALUES ($1, $2, $3, $4, 'draft', $5)"
-                " ON CONFLICT (agreement_id) DO NOTHING",
-                data.agreement_id, data.client_organisation_id, data.provider_organisation_id, data.title, event.time)
-            return
-        await conn.execute(
-            "UPDATE agreement_parties SET status = $2, updated_at = $3 WHERE agreement_id = $1 AND updated_at <= $3",
-            event.data["agreement_id"], _STATUS[type(data)], event.time)
+        await self.apply_batch(conn, [event])
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        """Insert the drafted agreements, then apply the status changes in order (one round trip each)."""
+        drafted, changes = [], []
+        for event in events:
+            data = REGISTRY.decode(event.type, event.data)
+            if isinstance(data, AgreementDrafted):
+                drafted.append((data.agreement_id, data.client_organisation_id, data.provider_organisation_id,
+                                data.title, event.time))
+            else:
+                changes.append((UUID(str(event.data["agreement_id"])), _STATUS[type(data)], event.time))
+        if drafted:
+            await conn.executemany("INSERT INTO agreement_parties VALUES ($1, $2, $3, $4, 'draft', $5)"
+                                   " ON CONFLICT (agreement_id) DO NOTHING", drafted)
+        if changes:
+            await conn.executemany("UPDATE agreement_parties SET status = $2, updated_at = $3"
+                                   " WHERE agreement_id = $1 AND updated_at <= $3", changes)
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE agreement_parties")

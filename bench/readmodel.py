@@ -40,10 +40,9 @@ class _ObservedSummaries(AgreementSummaries):
     def __init__(self) -> None:
         self.inserted: list[str] = []
 
-    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        await super().apply(conn, event)
-        if event.type == DRAFTED:
-            self.inserted.append(str(event.data["agreement_id"]))
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        await super().apply_batch(conn, events)  # what the runner calls (`apply` delegates to it too)
+        self.inserted.extend(str(e.data["agreement_id"]) for e in events if e.type == DRAFTED)
 
 
 class _TimedRunner(ProjectionRunner):
