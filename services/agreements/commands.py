@@ -42,6 +42,12 @@ class IssueApiToken(Command):
     label: Annotated[str, StringConstraints(max_length=200)] = ""
 
 
+class RevokeApiToken(Command):
+    """Revoke a token, named by its value (only its hash is kept, so the value is how to find it)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 # --- lifecycle -------------------------------------------------------------------------------------
 
 class DraftAgreement(Command):

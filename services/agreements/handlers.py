@@ -23,6 +23,7 @@ from contracts.agreements import (
     AgreementAmended,
     AgreementRenewed,
     ApiTokenIssued,
+    ApiTokenRevoked,
     OrganisationRegistered,
     UserRegistered,
 )
@@ -34,8 +35,9 @@ from services.agreements.commands import (
     ProposeAgreement,
     RegisterOrganisation,
     RegisterUser,
+    RevokeApiToken,
 )
-from services.agreements.domain import Agreement, InvalidCommand, stream_id
+from services.agreements.domain import Agreement, InvalidCommand, InvalidTransition, stream_id
 from services.agreements.reactions import keep_status_clock, load
 
 T = TypeVar("T")
@@ -99,6 +101,25 @@ async def issue_api_token(ctx: Context, cmd: IssueApiToken, meta: Metadata) -> s
 
     await retry_on_conflict(attempt)
     return token
+
+
+async def revoke_api_token(ctx: Context, cmd: RevokeApiToken, meta: Metadata) -> UUID:
+    """Revoke a token at once in every service (they replicate ApiTokenRevoked); returns its id."""
+    row = await ctx.pool.fetchrow("SELECT token_id, user_id, revoked FROM api_tokens WHERE token_hash = $1",
+                                  hash_token(cmd.token))
+    if row is None:
+        raise NotFound("no such token")
+    if row["revoked"]:
+        raise InvalidTransition("the token is already revoked")
+
+    async def attempt() -> None:
+        stream = f"user-{row['user_id']}"
+        version = len(await ctx.store.read_stream(stream))
+        await ctx.store.append(stream, version, [ApiTokenRevoked(token_id=row["token_id"], user_id=row["user_id"])],
+                               meta)
+
+    await retry_on_conflict(attempt)
+    return UUID(str(row["token_id"]))
 
 
 # --- the agreement ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from accord_runtime.service import ConsumerDefinition, ServiceDefinition, Servic
 from accord_runtime.settings import ServiceSettings
 from services.agreements import handlers
 from services.agreements.api import router
-from services.agreements.commands import IssueApiToken, RegisterOrganisation, RegisterUser
+from services.agreements.commands import IssueApiToken, RegisterOrganisation, RegisterUser, RevokeApiToken
 from services.agreements.domain import InvalidCommand, InvalidTransition, NotAParty, UnknownPart, WrongSide
 from services.agreements.projections import AgreementHistory, AgreementSummaries, SharedAgreements
 from services.agreements.reactions import STATUS_UPDATE_DUE, RequirementClarifications, status_update_due
@@ -79,7 +79,7 @@ def _operator(work: Callable[[handlers.Context, Metadata], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except (ValidationError, handlers.NotFound) as error:
+    except (ValidationError, handlers.NotFound, InvalidTransition) as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
 
@@ -106,6 +106,14 @@ def issue_token(user_id: UUID, label: str = typer.Option("", help="What the toke
     token = _operator(lambda ctx, meta: handlers.issue_api_token(
         ctx, IssueApiToken(user_id=user_id, label=label), meta))
     typer.echo(json.dumps({"token": token}))
+
+
+@admin.command("revoke-token")
+def revoke_token(token: str = typer.Option(..., prompt=True, hide_input=True, envvar="ACCORD_REVOKE_TOKEN",
+                                           help="The token to revoke (prompted for, never echoed).")) -> None:
+    """Revoke an API token in every service at once; prints its id."""
+    token_id = _operator(lambda ctx, meta: handlers.revoke_api_token(ctx, RevokeApiToken(token=token), meta))
+    typer.echo(json.dumps({"revoked_token_id": str(token_id)}))
 
 
 @admin.command("bootstrap")

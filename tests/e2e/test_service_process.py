@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
@@ -125,3 +126,22 @@ async def test_rebuild_command_restores_read_models_from_the_event_store(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, stderr = await asyncio.wait_for(unknown.communicate(), 60)
     assert unknown.returncode == 2 and "unknown projection" in stderr.decode()
+
+
+async def test_an_operator_revokes_a_token_and_it_stops_working(
+    settings: ServiceSettings, agreements: ServiceRuntime, api: httpx.AsyncClient, client_party: Party,
+) -> None:
+    assert (await api.get("/me", headers=client_party.headers)).status_code == 200
+    env = environment(settings, free_port()) | {"ACCORD_REVOKE_TOKEN": client_party.token}
+    revoked = await run(str(BIN / "accord-agreements"), "admin", "revoke-token", env=env)
+    assert uuid.UUID(revoked["revoked_token_id"])
+
+    async def refused() -> bool:
+        return (await api.get("/me", headers=client_party.headers)).status_code == 401
+
+    await eventually(refused)  # the running service's projection learns it (the operator rang its doorbell)
+    again = await asyncio.create_subprocess_exec(
+        str(BIN / "accord-agreements"), "admin", "revoke-token", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(again.communicate(), 60)
+    assert again.returncode == 2 and "already revoked" in stderr.decode()
