@@ -478,3 +478,12 @@ def test_ci_runs_the_install_and_test_commands_the_readme_gives() -> None:
     for wanted in (INSTALL_COMMAND, TEST_COMMAND):
         assert wanted in readme, f"README.md: the quick start should say {wanted}"
         assert wanted in ci, f".ci/run should run {wanted}, as README.md says"
+
+
+def test_readme_documents_every_compose_variable() -> None:
+    """Every `${VAR:-default}` the compose file reads is in README.md, so an operator can set it."""
+    text = README.read_text()
+    names = set(re.findall(r"\$\{([A-Z_]+):-", COMPOSE_FILE.read_text()))
+    assert names, "docker-compose.yml reads no variables?"
+    missing = sorted(name for name in names if f"`{name}`" not in text)
+    assert missing == [], f"README.md: document {missing}"
