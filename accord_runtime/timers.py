@@ -58,50 +58,79 @@ async def cancel(conn: asyncpg.Connection | asyncpg.Pool, kind: str, key: str) -
     return bool(result != "DELETE 0")
 
 
-class TimerScheduler:
-    """Fires due timers with the handler registered for their kind."""
+class DueWorker:
+    """A loop that drains what is due, then sleeps until the next due time or a wake-up.
 
-    def __init__(self, pool: asyncpg.Pool, handlers: Mapping[str, TimerHandler], *, service: str,
-                 batch_size: int = 200, max_sleep: float = 5.0, retry_delay: float = 30.0,
-                 on_commit: Callable[[], None] | None = None) -> None:
-        self._pool = pool
-        self._handlers = dict(handlers)
-        self._service = service
-        self._batch_size = batch_size
+    Subclasses say what draining is and when the next thing falls due; the loop survives lost
+    database connections (it tries again a second later) and stops promptly on `stop()`.
+    """
+
+    _what = "due worker"  # names the worker in logs
+
+    def __init__(self, *, max_sleep: float) -> None:
         self._max_sleep = max_sleep
-        self._retry_delay = retry_delay
-        self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
     def wake(self) -> None:
-        """A timer was scheduled: look again at what is due next."""
+        """Something may be due sooner than planned: look again."""
         self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
 
+    async def drain(self) -> None:
+        """Handle everything due now."""
+        raise NotImplementedError
+
+    async def next_due(self) -> datetime | None:
+        """When the next thing falls due (None: nothing pending)."""
+        raise NotImplementedError
+
     async def run(self) -> None:
-        """Fire what is due, sleep until the next due timer or a wake-up, until stopped."""
+        """Drain what is due, sleep until the next due time or a wake-up, until stopped."""
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                while await self.fire_due() == self._batch_size:
-                    pass
-                pause = await self._until_next_due()
+                await self.drain()
+                pause = self._seconds_until(await self.next_due())
             except TRANSIENT_ERRORS as error:
-                log.warning("timer scheduler interrupted; retrying", error=str(error))
+                log.warning(f"{self._what} interrupted; retrying", error=str(error))
                 pause = 1.0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._wake.wait()
 
-    async def _until_next_due(self) -> float:
-        next_due = await self._pool.fetchval("SELECT min(due_at) FROM timers WHERE fired_at IS NULL")
-        if next_due is None:
+    def _seconds_until(self, due: datetime | None) -> float:
+        if due is None:
             return self._max_sleep
-        return float(max(0.0, min(self._max_sleep, (next_due - datetime.now(UTC)).total_seconds())))
+        return float(max(0.0, min(self._max_sleep, (due - datetime.now(UTC)).total_seconds())))
+
+
+class TimerScheduler(DueWorker):
+    """Fires due timers with the handler registered for their kind."""
+
+    _what = "timer scheduler"
+
+    def __init__(self, pool: asyncpg.Pool, handlers: Mapping[str, TimerHandler], *, service: str,
+                 batch_size: int = 200, max_sleep: float = 5.0, retry_delay: float = 30.0,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        super().__init__(max_sleep=max_sleep)
+        self._pool = pool
+        self._handlers = dict(handlers)
+        self._service = service
+        self._batch_size = batch_size
+        self._retry_delay = retry_delay
+        self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
+
+    async def drain(self) -> None:
+        while await self.fire_due() == self._batch_size:
+            pass
+
+    async def next_due(self) -> datetime | None:
+        due: datetime | None = await self._pool.fetchval("SELECT min(due_at) FROM timers WHERE fired_at IS NULL")
+        return due
 
     async def fire_due(self) -> int:
         """Fire the timers due now (one batch); return how many were claimed."""

@@ -11,7 +11,6 @@ again once it runs out, so delivery is at least once (receivers get a notificati
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ import asyncpg
 import structlog
 
 from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
-from accord_runtime.postgres import TRANSIENT_ERRORS, transaction
+from accord_runtime.postgres import transaction
+from accord_runtime.timers import DueWorker
 from contracts import REGISTRY
 from contracts.notifier import NotificationFailed, NotificationSent, Responsible
 from services.notifier import metrics
@@ -101,44 +101,25 @@ ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 
 
-class DeliveryWorker:
+class DeliveryWorker(DueWorker):
+    _what = "delivery worker"
+
     def __init__(self, pool: asyncpg.Pool, store: EventStore, notifier: Notifier, *, batch_size: int = 20) -> None:
+        super().__init__(max_sleep=notifier.poll_seconds)
         self._pool, self._store, self._notifier = pool, store, notifier
         self._batch_size = batch_size
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._gauge_at = 0.0
 
-    def wake(self) -> None:
-        self._wake.set()
+    async def drain(self) -> None:
+        while await self.deliver_due() and not self._stopping.is_set():
+            pass
+        await self._refresh_gauge()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                while await self.deliver_due() and not self._stopping.is_set():
-                    pass
-                await self._refresh_gauge()
-                pause = await self._until_next_due()
-            except TRANSIENT_ERRORS as error:
-                log.warning("delivery worker interrupted; retrying", error=str(error))
-                pause = 1.0
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
-                    await self._wake.wait()
-
-    async def _until_next_due(self) -> float:
-        next_due = await self._pool.fetchval(
+    async def next_due(self) -> datetime | None:
+        due: datetime | None = await self._pool.fetchval(
             "SELECT min(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_until END) FROM deliveries"
             " WHERE status IN ('pending', 'sending')")
-        poll = self._notifier.poll_seconds
-        if next_due is None:
-            return poll
-        return float(max(0.0, min(poll, (next_due - datetime.now(UTC)).total_seconds())))
+        return due
 
     async def deliver_due(self) -> int:
         """Claim a batch of due notifications and send them concurrently; how many were claimed."""
