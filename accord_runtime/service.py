@@ -32,6 +32,18 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
+class Context:
+    """What a command handler needs: the service's event store, and its pool for read-model look-ups."""
+
+    store: EventStore
+    pool: asyncpg.Pool
+
+
+class NotFound(LookupError):
+    """A command names something that does not exist (HTTP 404)."""
+
+
+@dataclass(frozen=True)
 class ConsumerDefinition:
     """A bus consumer: its name (part of its queue's name) and the handlers it feeds."""
 

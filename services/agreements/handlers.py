@@ -7,16 +7,15 @@ command's time; the append and any status-update timer it calls for commit in on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-import asyncpg
-
 from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.identity import hash_token, new_token
 from accord_runtime.postgres import transaction
+from accord_runtime.service import Context as Context
+from accord_runtime.service import NotFound as NotFound
 from contracts import REGISTRY, EventData
 from contracts.agreements import (
     AgreementActivated,
@@ -42,18 +41,6 @@ from services.agreements.reactions import keep_status_clock, load
 
 T = TypeVar("T")
 Decision = Callable[[Agreement, datetime], None]
-
-
-class NotFound(LookupError):
-    """The command names something that does not exist (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class Context:
-    """What handlers need: the event store and the pool for read-model look-ups."""
-
-    store: EventStore
-    pool: asyncpg.Pool
 
 
 async def load_agreement(store: EventStore, agreement_id: UUID) -> Agreement:

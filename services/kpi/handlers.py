@@ -4,15 +4,13 @@ for and the health re-evaluation it may cause, in one transaction; retried on a 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-import asyncpg
-
-from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
+from accord_runtime.eventstore import Metadata, retry_on_conflict
 from accord_runtime.postgres import transaction
+from accord_runtime.service import Context as Context
 from contracts.agreements import Side
 from contracts.kpi import HealthWeightsSet
 from services.kpi.commands import AcknowledgeReport, Created, DefineKpi, PublishReport, ReportKpiValue, SetHealthWeights
@@ -22,12 +20,6 @@ from services.kpi.reactions import keep_timers
 from services.kpi.relationship import METRICS
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Context:
-    store: EventStore  # the service's store, whose doorbell rings after each command commits
-    pool: asyncpg.Pool
 
 
 async def change_book(ctx: Context, agreement_id: UUID, meta: Metadata,

@@ -8,16 +8,15 @@ again from the events.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-import asyncpg
-
-from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
+from accord_runtime.eventstore import Metadata, retry_on_conflict
 from accord_runtime.identity import Principal
 from accord_runtime.postgres import transaction
+from accord_runtime.service import Context as Context
+from accord_runtime.service import NotFound as NotFound
 from services.queries import metrics
 from services.queries.commands import (
     AnswerQuery,
@@ -35,16 +34,6 @@ from services.queries.replica import organisations_of, policy_for
 
 T = TypeVar("T")
 Decision = Callable[[Query, datetime], None]
-
-
-class NotFound(LookupError):
-    """The command names something that does not exist (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class Context:
-    store: EventStore
-    pool: asyncpg.Pool
 
 
 def state(query: Query) -> QueryState:
