@@ -14,11 +14,14 @@ class CommandPath:
     """The figures of one path (e.g. command → read model), filled in run by run."""
 
     def __init__(self, key: str, title: str, config: BenchConfig, *,
+                 rates: tuple[int, ...] | None = None,
                  p99_targets: dict[int, Target] | None = None,
-                 sustained_target: Target | None = None) -> None:
+                 sustained_target: Target | None = None,
+                 sustained_baseline: str | None = None) -> None:
         self.config = config
+        self.rates = rates or config.rates  # offered rates of the open-loop measurements
         self.percentiles: dict[tuple[int, int], Figure] = {}
-        for rate in config.rates:
+        for rate in self.rates:
             for q in (50, 99):
                 target = (p99_targets or {}).get(rate) if q == 99 else None
                 self.percentiles[rate, q] = Figure(
@@ -26,7 +29,8 @@ class CommandPath:
                     target=target)
         self.throughput = Figure(f"{key}_sustained",
                                  f"{title}: sustained, {config.writers} writers (closed loop)",
-                                 "events/s", target=sustained_target)
+                                 "events/s", baseline=sustained_baseline,
+                                 target=sustained_target)
 
     async def measure(self, command: Callable[[], Coroutine[Any, Any, str]], arrivals: Arrivals, *,
                       database: str, rabbitmq: bool = False) -> None:
@@ -34,7 +38,7 @@ class CommandPath:
         is measured for `database`'s backends, and RabbitMQ's if `rabbitmq`)."""
         config = self.config
         await sustained(config.writers, config.warmup, command, arrivals, config.drain_timeout)
-        for rate in config.rates:
+        for rate in self.rates:
             latencies = await open_loop(rate, config.latency_window, command, arrivals,
                                         config.drain_timeout)
             self.percentiles[rate, 50].add_run(latencies.p50 * 1000)

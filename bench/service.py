@@ -22,7 +22,12 @@ from accord_runtime.service import ServiceRuntime
 from accord_runtime.settings import ServiceSettings
 from bench.harness import DEFAULT_AMQP_URL
 from services.agreements import handlers
-from services.agreements.commands import DraftAgreement, RegisterOrganisation
+from services.agreements.commands import (
+    DraftAgreement,
+    IssueApiToken,
+    RegisterOrganisation,
+    RegisterUser,
+)
 from services.agreements.main import DEFINITION
 
 ACTOR = "user:bench"
@@ -69,14 +74,22 @@ async def running(settings: ServiceSettings) -> AsyncIterator[Storage]:
         yield Storage(runtime.pool, runtime.store, runtime.projections)
     finally:
         await runtime.stop()
-        connection = await aio_pika.connect(settings.amqp_url)
-        try:
-            channel = await connection.channel()
-            for consumer in runtime.consumers:
-                for queue in (consumer.queue_name, consumer.dlq_name):
-                    await channel.queue_delete(queue)
-        finally:
-            await connection.close()
+        await delete_broker_objects(runtime)
+
+
+async def delete_broker_objects(runtime: ServiceRuntime, *, exchange: bool = False) -> None:
+    """Delete the queues (and dead-letter queues) of a stopped runtime's bus consumers, and its
+    exchange if `exchange`."""
+    connection = await aio_pika.connect(runtime.settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        for consumer in runtime.consumers:
+            for queue in (consumer.queue_name, consumer.dlq_name):
+                await channel.queue_delete(queue)
+        if exchange:
+            await channel.exchange_delete(runtime.settings.exchange)
+    finally:
+        await connection.close()
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,16 @@ async def register_parties(ctx: handlers.Context, runner: ProjectionRunner) -> P
         ctx, RegisterOrganisation(display_name="provider"), meta)
     await runner.catch_up()
     return Parties(client, provider)
+
+
+async def issue_token(ctx: handlers.Context, runner: ProjectionRunner, organisation_id: UUID) -> str:
+    """A user of the organisation and an API token of theirs, projected so that it works at once."""
+    meta = Metadata.new("operator")
+    user_id = await handlers.register_user(ctx, RegisterUser(
+        organisation_id=organisation_id, display_name="bench user", email="bench@client.test"), meta)
+    token = await handlers.issue_api_token(ctx, IssueApiToken(user_id=user_id, label="bench"), meta)
+    await runner.catch_up()
+    return token
 
 
 _numbers = itertools.count(1)
