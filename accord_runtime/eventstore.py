@@ -13,7 +13,10 @@ serialize every writer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,24 +105,30 @@ class AppendResult:
     envelopes: list[CloudEvent]
 
 _APPEND = """
-WITH head AS (
-    SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1
+WITH request AS (
+    SELECT * FROM unnest($1::text[], $2::int[]) AS r(stream_id, expected)
+), head AS (
+    SELECT r.stream_id, r.expected,
+           coalesce((SELECT max(stream_version) FROM events e WHERE e.stream_id = r.stream_id), 0) AS version
+    FROM request r
+), event AS (
+    SELECT * FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[], $8::uuid[], $9::uuid[],
+                         $10::text[], $11::timestamptz[], $12::text[], $13::bytea[])
+        WITH ORDINALITY AS e(event_id, stream_id, stream_version, event_type, data, correlation_id, causation_id,
+                             actor, recorded_at, routing_key, payload, n)
 ), written AS (
     INSERT INTO events (event_id, stream_id, stream_version, event_type, data,
                         correlation_id, causation_id, actor, recorded_at)
-    SELECT e.event_id, $1, e.stream_version, e.event_type, e.data::jsonb, $7, $8, $9, $10
-    FROM head, unnest($3::uuid[], $4::int[], $5::text[], $6::text[])
-             AS e(event_id, stream_version, event_type, data)
-    WHERE head.version = $2
+    SELECT e.event_id, e.stream_id, e.stream_version, e.event_type, e.data::jsonb,
+           e.correlation_id, e.causation_id, e.actor, e.recorded_at
+    FROM event e JOIN head h ON h.stream_id = e.stream_id AND h.version = h.expected
+    ORDER BY e.n
     RETURNING global_position, event_id
 ), outboxed AS (
     INSERT INTO outbox (global_position, event_id, routing_key, payload)
-    SELECT w.global_position, w.event_id, o.routing_key, o.payload
-    FROM written w JOIN unnest($3::uuid[], $11::text[], $12::bytea[]) AS o(event_id, routing_key, payload)
-         USING (event_id)
-    RETURNING 1
+    SELECT w.global_position, w.event_id, e.routing_key, e.payload FROM written w JOIN event e USING (event_id)
 )
-SELECT (SELECT version FROM head) AS head, (SELECT count(*) FROM outboxed) AS written
+SELECT stream_id, version FROM head
 """
 
 _READ_ALL = """
@@ -159,6 +168,7 @@ class EventStore:
         self.source = source  # CloudEvents `source`, e.g. "/accord/agreements"
         self._service = source.rsplit("/", 1)[-1]
         self._after_append: list[Callable[[], None]] = []
+        self._group = _GroupCommit(pool) if pool is not None else None
 
     @classmethod
     def on_connection(cls, conn: asyncpg.Connection, source: str) -> EventStore:
@@ -186,12 +196,15 @@ class EventStore:
 
     def envelope(self, stream_id: str, version: int, event: EventData, metadata: Metadata,
                  time: datetime) -> CloudEvent:
-        return CloudEvent(
+        # Built from values made here and an already validated event: no need to validate again.
+        return CloudEvent.model_construct(
+            specversion="1.0",
             id=uuid4(),
             source=self.source,
             type=event.event_type(),
             subject=stream_id,
             time=time,
+            datacontenttype="application/json",
             data=event.model_dump(mode="json"),
             sequence=version,
             correlationid=metadata.correlation_id,
@@ -211,45 +224,28 @@ class EventStore:
         """Append `events` if the stream is exactly at `expected_version` (0: a new stream).
 
         With `conn`, the append joins the caller's transaction (e.g. a consumer's inbox write);
-        the caller must then call `notify_appended()` after its commit.
+        the caller must then call `notify_appended()` after its commit. Without, it may share
+        its transaction with appends to other streams made at the same moment (`_GroupCommit`).
         """
         if not events:
             raise ValueError("nothing to append")
         now = datetime.now(UTC)
-        envelopes = [
+        request = _Append(stream_id, expected_version, [
             self.envelope(stream_id, expected_version + i, event, metadata, now)
             for i, event in enumerate(events, start=1)
-        ]
-        args = (
-            stream_id,
-            expected_version,
-            [e.id for e in envelopes],
-            [e.sequence for e in envelopes],
-            [e.type for e in envelopes],
-            [event.model_dump_json() for event in events],
-            metadata.correlation_id,
-            metadata.causation_id,
-            metadata.actor,
-            now,
-            [e.routing_key for e in envelopes],
-            [e.model_dump_json().encode() for e in envelopes],
-        )
+        ])
         joins_caller = conn is not None or self._conn is not None
-        try:
+        if joins_caller:
             async with self._connection(conn) as target:
-                row = await target.fetchrow(_APPEND, *args)
-        except asyncpg.UniqueViolationError as error:
-            if error.constraint_name == "events_stream_version_key":
-                raise ConcurrencyError(stream_id, expected_version, None) from None
-            raise DuplicateEventError(str(error)) from error
-        assert row is not None
-        if row["written"] != len(events):
-            raise ConcurrencyError(stream_id, expected_version, row["head"])
-        for envelope in envelopes:
+                await _write_one(target, request)
+        else:
+            assert self._group is not None
+            await self._group.write(request)
+        for envelope in request.envelopes:
             EVENTS_APPENDED.labels(self._service, envelope.type).inc()
         if not joins_caller:
             self.notify_appended()
-        return AppendResult(stream_id, expected_version + len(events), envelopes)
+        return AppendResult(stream_id, expected_version + len(events), request.envelopes)
 
     def notify_appended(self) -> None:
         for callback in self._after_append:
@@ -301,3 +297,130 @@ def _envelope(row: asyncpg.Record | dict[str, Any], source: str) -> CloudEvent:
         causationid=row["causation_id"],
         actor=row["actor"],
     )
+
+
+@dataclass
+class _Append:
+    """One `append` call: its stream, the version it expects, its envelopes."""
+
+    stream_id: str
+    expected_version: int
+    envelopes: list[CloudEvent]
+
+
+async def _write(conn: asyncpg.Connection, requests: Sequence[_Append]) -> list[ConcurrencyError | None]:
+    """Write `requests` (each to a different stream) in one statement; per request, None if it was
+    written, else its `ConcurrencyError`. Raises `asyncpg.UniqueViolationError` if two writers
+    raced for a stream version or an event id was reused: then nothing was written."""
+    envelopes = [e for request in requests for e in request.envelopes]
+    rows = await conn.fetch(
+        _APPEND,
+        [r.stream_id for r in requests], [r.expected_version for r in requests],
+        [e.id for e in envelopes], [e.subject for e in envelopes], [e.sequence for e in envelopes],
+        [e.type for e in envelopes], [json.dumps(e.data, separators=(",", ":")) for e in envelopes],
+        [e.correlationid for e in envelopes], [e.causationid for e in envelopes],
+        [e.actor for e in envelopes], [e.time for e in envelopes],
+        [e.routing_key for e in envelopes], [e.model_dump_json().encode() for e in envelopes],
+    )
+    heads = {row["stream_id"]: row["version"] for row in rows}
+    return [None if heads[r.stream_id] == r.expected_version
+            else ConcurrencyError(r.stream_id, r.expected_version, heads[r.stream_id]) for r in requests]
+
+
+async def _write_one(conn: asyncpg.Connection, request: _Append) -> None:
+    """Write one append; raise `ConcurrencyError` or `DuplicateEventError` if it cannot be."""
+    try:
+        [outcome] = await _write(conn, [request])
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name == "events_stream_version_key":
+            raise ConcurrencyError(request.stream_id, request.expected_version, None) from None
+        raise DuplicateEventError(str(error)) from error
+    if outcome is not None:
+        raise outcome
+
+
+class _GroupCommit:
+    """Appends from concurrent callers, written together: one statement and one commit for all.
+
+    A caller's append waits in a queue; up to `writers` statements run at once, each taking every
+    waiting append (one per stream, at most `max_group`). At low load each append is written
+    alone and at once; under load the commits, the costliest part of an append, are shared.
+    If a group's statement fails on a unique index (two writers raced for a stream version, or
+    an event id was reused), nothing of it was written, and each append is written again on its
+    own, so that only the offending one fails. (The same for a deadlock, which the sorted
+    order of each group should make impossible.)
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, writers: int = 4, max_group: int = 100) -> None:
+        self._pool, self._writers, self._max_group = pool, writers, max_group
+        self._waiting: deque[tuple[_Append, asyncio.Future[None]]] = deque()
+        self._draining = 0  # counted here, not by the tasks' done callbacks, which run later
+        self._drains: set[asyncio.Task[None]] = set()  # referenced until done
+
+    async def write(self, request: _Append) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, done))
+        if self._draining < self._writers:
+            self._draining += 1
+            drain = asyncio.create_task(self._drain())
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        await done
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group = self._take()
+                try:
+                    outcomes = await self._write_group([request for request, _ in group])
+                except BaseException as error:
+                    outcomes = [error] * len(group)
+                    if not isinstance(error, Exception):  # cancelled: tell the callers, then stop
+                        _settle(group, outcomes)
+                        raise
+                _settle(group, outcomes)
+        finally:
+            self._draining -= 1  # no await since the queue was seen empty: no append is stranded
+
+    def _take(self) -> list[tuple[_Append, asyncio.Future[None]]]:
+        group: list[tuple[_Append, asyncio.Future[None]]] = []
+        streams: set[str] = set()
+        later = []
+        while self._waiting and len(group) < self._max_group:
+            item = self._waiting.popleft()
+            if item[0].stream_id in streams:
+                later.append(item)  # the same stream twice: the second waits for the next group
+            else:
+                streams.add(item[0].stream_id)
+                group.append(item)
+        self._waiting.extendleft(reversed(later))
+        # Every group inserts its streams' rows in the same order, so two groups racing for the
+        # same versions wait for each other instead of deadlocking.
+        return sorted(group, key=lambda item: item[0].stream_id)
+
+    async def _write_group(self, requests: list[_Append]) -> Sequence[BaseException | None]:
+        async with self._pool.acquire() as pooled:
+            conn = cast(asyncpg.Connection, pooled)
+            if len(requests) > 1:
+                try:
+                    return await _write(conn, requests)
+                except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                    pass
+            outcomes: list[BaseException | None] = []
+            for request in requests:
+                try:
+                    await _write_one(conn, request)
+                    outcomes.append(None)
+                except (ConcurrencyError, DuplicateEventError) as error:
+                    outcomes.append(error)
+            return outcomes
+
+
+def _settle(group: list[tuple[_Append, asyncio.Future[None]]], outcomes: Sequence[BaseException | None]) -> None:
+    for (_, done), outcome in zip(group, outcomes, strict=True):
+        if done.done():
+            continue  # its caller was cancelled
+        if outcome is None:
+            done.set_result(None)
+        else:
+            done.set_exception(outcome)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata, Position, RecordedEvent
+from accord_runtime.eventstore import (
+    ConcurrencyError,
+    EventStore,
+    Metadata,
+    Position,
+    RecordedEvent,
+    _Append,
+    _GroupCommit,
+)
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, migrate, migrations_in
 from contracts.agreements import AgreementAccepted, AgreementProposed
 from tests.support import eventually
@@ -94,6 +103,65 @@ async def test_every_reported_success_is_stored_under_concurrency(store: EventSt
     for s in range(4):
         versions = [e.sequence for e in await store.read_stream(f"stream-{s}")]
         assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_concurrent_appends_share_commits_and_keep_their_own_order(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """Appends made at the same moment are written in shared transactions (group commit), each
+    with its events consecutive and in order, and a conflict fails only its own append."""
+    agreement = uuid.uuid4()
+    meta = Metadata.new("user:alice")
+    await store.append("taken", 0, [accepted(agreement)], meta)
+    outcomes = await asyncio.gather(
+        *(store.append(f"s-{n}", 0, [accepted(agreement)] * 3, meta) for n in range(40)),
+        store.append("taken", 0, [accepted(agreement)], meta),
+        return_exceptions=True)
+    assert isinstance(outcomes[-1], ConcurrencyError) and outcomes[-1].actual == 1
+    assert not any(isinstance(o, BaseException) for o in outcomes[:-1])
+    rows = await pool.fetch("SELECT transaction_id::text AS tx, stream_id, stream_version, event_id"
+                            " FROM events WHERE stream_id LIKE 's-%' ORDER BY global_position")
+    assert len(rows) == 120
+    assert len({r["tx"] for r in rows}) < 40  # shared commits
+    for n in range(40):
+        mine = [r for r in rows if r["stream_id"] == f"s-{n}"]
+        assert [r["stream_version"] for r in mine] == [1, 2, 3]
+    outbox = await pool.fetch("SELECT event_id FROM outbox ORDER BY global_position")
+    assert [r["event_id"] for r in outbox][1:] == [r["event_id"] for r in rows]
+
+
+async def test_a_group_that_loses_a_race_writes_its_other_appends(store: EventStore, pool: asyncpg.Pool) -> None:
+    """Another transaction takes a stream version while a group waits on it: the group's statement
+    fails on the unique index, and every append of the group but the loser is written after all."""
+    agreement = uuid.uuid4()
+    meta = Metadata.new("user:alice")
+    async with pool.acquire() as conn, conn.transaction():
+        await EventStore.on_connection(conn, "/accord/test").append("contested", 0, [accepted(agreement)], meta)
+        group = asyncio.gather(
+            store.append("contested", 0, [accepted(agreement)], meta),
+            *(store.append(f"other-{n}", 0, [accepted(agreement)], meta) for n in range(5)),
+            return_exceptions=True)
+        await eventually(lambda: _waiting_on_a_lock(pool))
+    outcomes = await group  # the rival committed: the group's statement met its row
+    assert isinstance(outcomes[0], ConcurrencyError)
+    assert not any(isinstance(o, BaseException) for o in outcomes[1:])
+    assert await pool.fetchval("SELECT count(*) FROM events") == 6
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 6
+
+
+async def test_an_append_right_after_a_group_is_not_stranded(store: EventStore, pool: asyncpg.Pool) -> None:
+    """With every group writer busy or just finishing, the next append is still written."""
+    group = _GroupCommit(pool, writers=1)
+    meta = Metadata.new("user:alice")
+    async with asyncio.timeout(10):
+        for n in range(20):
+            envelope = store.envelope(f"one-by-one-{n}", 1, accepted(uuid.uuid4()), meta, datetime.now(UTC))
+            await group.write(_Append(f"one-by-one-{n}", 0, [envelope]))
+    assert await pool.fetchval("SELECT count(*) FROM events") == 20
+
+
+async def _waiting_on_a_lock(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"))
 
 
 async def test_read_all_never_skips_a_late_commit(store: EventStore, pool: asyncpg.Pool) -> None:
