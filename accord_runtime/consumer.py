@@ -2,10 +2,13 @@
 
 One `BusConsumer` owns one durable quorum queue, ``<queue_prefix>.<service>.<consumer>``, bound to
 the topic exchange with the routing keys (``<service>.<EventName>``) of the types its handlers
-handle. Each message is handled in one Postgres transaction: the inbox insert (the dedup key is
+handle. Each message is handled in a Postgres transaction: the inbox insert (the dedup key is
 ``(consumer, event_id)``) and every matching handler commit together, and the message is acked only
 after that commit. A redelivery of a committed message therefore finds its inbox row and is acked
-as a duplicate without running the handlers again.
+as a duplicate without running the handlers again. Messages already delivered and waiting when
+one is taken (up to ``batch_size``) share that transaction: one inbox statement and one commit
+for all. If anything in a batch fails, nothing of it is committed and its messages are handled
+one by one, so that only the culprit is retried or dead-lettered.
 
 Failures, by kind:
 
@@ -23,8 +26,8 @@ Failures, by kind:
   ``x-death`` headers instead of ours). On RabbitMQ 3.x a nack with requeue also counts as a
   delivery, hence the wait-for-the-database rule above.
 
-Messages are handled one at a time, in delivery order (events of one stream arrive in order, and
-read models rely on it); ``prefetch`` bounds how many wait in memory.
+Messages are handled in delivery order (events of one stream arrive in order, and read models
+rely on it); ``prefetch`` bounds how many wait in memory.
 
 Why aio-pika and not a FastStream subscriber (STYLE.md's default): this loop acks only after the
 commit, publishes each rejected message with its cause before acking it, nacks transient failures
@@ -44,7 +47,8 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
+from uuid import UUID
 
 import aio_pika
 import asyncpg
@@ -57,9 +61,10 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
+from accord_runtime.doorbell import work_left
 from accord_runtime.metrics import EVENTS_CONSUMED, HANDLER_LATENCY
 from accord_runtime.postgres import TRANSIENT_ERRORS
-from accord_runtime.projections import EventHandler, Projection
+from accord_runtime.projections import EventHandler, Projection, apply_all
 from accord_runtime.settings import ServiceSettings
 from contracts import REGISTRY, CloudEvent, EventRegistry, UnknownEventType
 from contracts.envelope import parse_type
@@ -75,9 +80,12 @@ _PUBLISH_TIMEOUT = 10.0
 _BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
 _INSERT_INBOX = """
-INSERT INTO inbox (consumer, event_id, event_type, envelope) VALUES ($1, $2, $3, $4)
+INSERT INTO inbox (consumer, event_id, event_type, envelope)
+SELECT $1, e.event_id, e.event_type, e.envelope
+FROM unnest($2::uuid[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS e(event_id, event_type, envelope, n)
+ORDER BY e.n
 ON CONFLICT DO NOTHING
-RETURNING position
+RETURNING event_id
 """
 
 
@@ -99,6 +107,11 @@ def readable(envelope: CloudEvent, registry: EventRegistry) -> CloudEvent:
     data = registry.decode(envelope.type, envelope.data)
     current = {"type": data.event_type(), "data": data.model_dump(mode="json")}
     return envelope.model_copy(update=current)
+
+
+class _Received(NamedTuple):
+    envelope: CloudEvent  # as received: what the inbox keeps, to be read again on a replay
+    event: CloudEvent  # as read: the data validated and upcast to the current version
 
 
 class _Rejected(Exception):
@@ -140,6 +153,7 @@ class BusConsumer:
         in_place_attempts: int = 10,
         single_active_consumer: bool = True,
         max_message_bytes: int = 1024 * 1024,
+        batch_size: int = 100,
     ) -> None:
         if not handlers:
             raise ValueError("a consumer needs at least one handler")
@@ -155,10 +169,11 @@ class BusConsumer:
         self._prefetch, self._registry, self._delivery_limit = prefetch, registry, delivery_limit
         self._retry_delay, self._max_retry_delay = retry_delay, max_retry_delay
         self._acquire_timeout = acquire_timeout
-        self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
+        self._on_commit = on_commit  # ring the doorbell: after handlers appended events or set timers
         self._in_place_attempts = max(1, in_place_attempts)
         self._single_active_consumer = single_active_consumer
         self._max_message_bytes = max_message_bytes  # no Accord event comes near it
+        self._batch_size = max(1, batch_size)  # messages handled in one transaction, at most
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -280,20 +295,94 @@ class BusConsumer:
 
     async def _work(self) -> None:
         while True:
-            message = await self._buffer.get()
-            if message is None or self._stopping.is_set():
+            batch = await self._next_batch()
+            if batch is None:
                 return
-            if _channel_closed(message):
-                # Delivered on a channel that is gone: the broker has requeued it already.
-                log.debug("skipping a message of a closed channel", queue=self.queue_name)
-                continue
             try:
-                with structlog.contextvars.bound_contextvars(
-                        consumer=self.consumer_name, event_id=message.message_id, correlation_id=None, event_type=None):
-                    await self._handle(message)
+                if len(batch) == 1 or not await self._handle_batch(batch):
+                    for message in batch:
+                        with structlog.contextvars.bound_contextvars(
+                                consumer=self.consumer_name, event_id=message.message_id, correlation_id=None,
+                                event_type=None):
+                            await self._handle(message)
             except _BROKER_ERRORS as error:
-                log.warning("lost the broker while settling a message; it will be redelivered",
-                            queue=self.queue_name, message_id=message.message_id, error=repr(error))
+                log.warning("lost the broker while settling messages; they will be redelivered",
+                            queue=self.queue_name, error=repr(error))
+
+    async def _next_batch(self) -> list[AbstractIncomingMessage] | None:
+        """The next message and those already buffered behind it (up to `batch_size`), skipping
+        messages of a channel that is gone (the broker requeued them); None when stopping."""
+        batch: list[AbstractIncomingMessage] = []
+        while not batch:
+            message = await self._buffer.get()
+            while True:
+                if message is None or self._stopping.is_set():
+                    if message is None:
+                        self._buffer.put_nowait(None)  # seen again once this batch is handled
+                    return batch or None
+                if _channel_closed(message):
+                    log.debug("skipping a message of a closed channel", queue=self.queue_name)
+                else:
+                    batch.append(message)
+                if len(batch) >= self._batch_size or self._buffer.empty():
+                    break
+                message = self._buffer.get_nowait()
+        return batch
+
+    async def _handle_batch(self, batch: list[AbstractIncomingMessage]) -> bool:
+        """Handle `batch` in one transaction: True if done (every message acked), False if the
+        caller must handle each message on its own — a message is unreadable or a handler failed,
+        and nothing was committed — so that only the culprit is retried or dead-lettered."""
+        started = time.perf_counter()
+        try:
+            received = [self._read(message) for message in batch]
+            handled = [r for r in received if any(r.event.type in h.handles for h in self._handlers)]
+            stored = await self._store_and_apply(handled) if handled else set()
+        except (_Rejected, _Transient):
+            return False
+        handled_ids = {r.event.id for r in handled}
+        for message, one in zip(batch, received, strict=True):
+            await message.ack()
+            outcome: Outcome = ("handled" if one.event.id in stored
+                                else "duplicate" if one.event.id in handled_ids else "ignored")
+            EVENTS_CONSUMED.labels(self.service, self.consumer_name, outcome).inc()
+        HANDLER_LATENCY.labels(self.service, self.consumer_name).observe(time.perf_counter() - started)
+        self._failures = 0
+        return True
+
+    async def _store_and_apply(self, received: list[_Received]) -> set[UUID]:
+        """In one transaction, store what was received in the inbox, apply the events not seen before; return
+        the ids applied. Projections take the batch at once; with a policy among the handlers,
+        each event goes through every handler before the next one (the order a policy sees).
+        Raises `_Transient` or `_Rejected` (nothing committed) if that fails."""
+        running: str | None = None
+        noted = work_left()
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as proxy:
+                conn = cast(asyncpg.Connection, proxy)  # the pool's proxy forwards every method
+                async with conn.transaction():
+                    rows = await conn.fetch(
+                        _INSERT_INBOX, self.consumer_name, [r.envelope.id for r in received],
+                        [r.envelope.type for r in received], [r.envelope.model_dump(mode="json") for r in received])
+                    stored = {row["event_id"] for row in rows}
+                    new = [r.event for r in received if r.event.id in stored]
+                    if all(isinstance(h, Projection) for h in self._handlers):
+                        for handler in self._handlers:
+                            running = handler.name
+                            await apply_all(handler, conn, [e for e in new if e.type in handler.handles])
+                    else:
+                        for event in new:
+                            for handler in self._handlers:
+                                if event.type in handler.handles:
+                                    running = handler.name
+                                    await handler.apply(conn, event)
+        except Exception as error:
+            if is_transient(error):
+                raise _Transient(error) from error
+            raise _Rejected("handler" if running else "inbox", error, running) from error
+        if self._on_commit and work_left() != noted:
+            self._on_commit()  # the handlers appended events or set timers
+        return stored
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
@@ -340,6 +429,18 @@ class BusConsumer:
 
     async def _process(self, message: AbstractIncomingMessage) -> Outcome:
         """Read, check and handle one message; raise `_Rejected` or `_Transient` if it fails."""
+        received = self._read(message)
+        structlog.contextvars.bind_contextvars(correlation_id=str(received.envelope.correlationid),
+                                               event_type=received.envelope.type)
+        if not any(received.event.type in h.handles for h in self._handlers):
+            return "ignored"
+        if not await self._store_and_apply([received]):
+            return "duplicate"
+        return "handled"
+
+    def _read(self, message: AbstractIncomingMessage) -> _Received:
+        """The message's envelope as received and as read (its data validated and upcast);
+        `_Rejected` if it is unreadable."""
         if len(message.body) > self._max_message_bytes:
             raise _Rejected("envelope", ValueError(
                 f"message of {len(message.body)} bytes exceeds the limit of {self._max_message_bytes} bytes"))
@@ -347,37 +448,12 @@ class BusConsumer:
             envelope = CloudEvent.model_validate_json(message.body)
         except ValueError as error:  # pydantic's ValidationError, malformed JSON included
             raise _Rejected("envelope", error) from error
-        structlog.contextvars.bind_contextvars(correlation_id=str(envelope.correlationid), event_type=envelope.type)
         try:
-            event = readable(envelope, self._registry)
+            return _Received(envelope, readable(envelope, self._registry))
         except UnknownEventType as error:
             raise _Rejected("type", error) from error
         except Exception as error:  # validation or a failing upcaster: the data is unreadable
             raise _Rejected("data", error) from error
-        handlers = [h for h in self._handlers if event.type in h.handles]
-        if not handlers:
-            return "ignored"
-        running: str | None = None
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as proxy:
-                conn = cast(asyncpg.Connection, proxy)  # the pool's proxy forwards every method
-                async with conn.transaction():
-                    stored = await conn.fetchval(
-                        _INSERT_INBOX, self.consumer_name, envelope.id, envelope.type,
-                        envelope.model_dump(mode="json"),
-                    )
-                    if stored is None:
-                        return "duplicate"
-                    for handler in handlers:
-                        running = handler.name
-                        await handler.apply(conn, event)
-        except Exception as error:
-            if is_transient(error):
-                raise _Transient(error) from error
-            raise _Rejected("handler" if running else "inbox", error, running) from error
-        if self._on_commit:
-            self._on_commit()
-        return "handled"
 
     # -- failing --------------------------------------------------------------------------------
 

@@ -52,6 +52,17 @@ class Projection(EventHandler, Protocol):
         """Delete every row this projection wrote (before a rebuild)."""
 
 
+async def apply_all(handler: EventHandler, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+    """Apply `events` in order: as one batch where the handler takes batches, else one by one."""
+    if not events:
+        return
+    if isinstance(handler, AppliesBatches):
+        await handler.apply_batch(conn, events)
+    else:
+        for event in events:
+            await handler.apply(conn, event)
+
+
 class ProjectionRunner:
     """Keeps projections over the service's own event store up to date, with checkpoints.
 
@@ -139,12 +150,7 @@ class ProjectionRunner:
                 projection = self._projections[name]
                 due = [r.envelope for r in events
                        if r.envelope.type in projection.handles and r.position > checkpoints[name]]
-                if isinstance(projection, AppliesBatches):
-                    if due:
-                        await projection.apply_batch(conn, due)
-                else:
-                    for envelope in due:
-                        await projection.apply(conn, envelope)
+                await apply_all(projection, conn, due)
             if not events:
                 return 0, start
             last = events[-1].position
