@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import asyncpg
 import structlog
@@ -25,6 +26,22 @@ from accord_runtime.postgres import DATABASE_ERRORS, connect
 
 log = structlog.get_logger(__name__)
 
+
+
+#: How many times the task in hand left work for the workers inside a transaction it does not
+#: commit itself (a consumer's or a timer's): events appended, timers set. The code that commits
+#: compares the count before and after, and rings the doorbell only if the transaction left any.
+_WORK_LEFT: ContextVar[int] = ContextVar("accord_work_left", default=0)
+
+
+def note_work_left() -> None:
+    """Note that the current transaction appended events or set a timer (see `work_left`)."""
+    _WORK_LEFT.set(_WORK_LEFT.get() + 1)
+
+
+def work_left() -> int:
+    """A count that moves whenever this task's transactions leave work for the workers."""
+    return _WORK_LEFT.get()
 
 
 def channel_of(schema: str) -> str:

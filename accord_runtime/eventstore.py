@@ -25,6 +25,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from accord_runtime.doorbell import note_work_left
 from accord_runtime.metrics import EVENTS_APPENDED
 from contracts import CloudEvent, EventData
 
@@ -224,7 +225,8 @@ class EventStore:
         """Append `events` if the stream is exactly at `expected_version` (0: a new stream).
 
         With `conn`, the append joins the caller's transaction (e.g. a consumer's inbox write);
-        the caller must then call `notify_appended()` after its commit. Without, it may share
+        the caller must then call `notify_appended()` after its commit (`doorbell.work_left()`
+        tells whether it has to). Without, it may share
         its transaction with appends to other streams made at the same moment (`_GroupCommit`).
         """
         if not events:
@@ -238,6 +240,7 @@ class EventStore:
         if joins_caller:
             async with self._connection(conn) as target:
                 await _write_one(target, request)
+            note_work_left()
         else:
             assert self._group is not None
             await self._group.write(request)

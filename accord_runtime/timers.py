@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from accord_runtime.doorbell import note_work_left, work_left
 from accord_runtime.metrics import TIMER_DELAY, TIMERS_FIRED
 from accord_runtime.postgres import TRANSIENT_ERRORS, transaction
 
@@ -50,6 +51,7 @@ async def schedule(conn: asyncpg.Connection | asyncpg.Pool, kind: str, key: str,
         " ON CONFLICT (kind, key) DO UPDATE SET due_at = EXCLUDED.due_at, payload = EXCLUDED.payload,"
         " fired_at = NULL, attempts = 0, last_error = NULL",
         kind, key, due_at, dict(payload or {}))
+    note_work_left()  # the scheduler may have to wake earlier than it planned
 
 
 async def cancel(conn: asyncpg.Connection | asyncpg.Pool, kind: str, key: str) -> bool:
@@ -122,7 +124,7 @@ class TimerScheduler(DueWorker):
         self._service = service
         self._batch_size = batch_size
         self._retry_delay = retry_delay
-        self._on_commit = on_commit  # e.g. ring the doorbell: handlers may have appended events
+        self._on_commit = on_commit  # ring the doorbell: after handlers appended events or set timers
 
     async def drain(self) -> None:
         while await self.fire_due() == self._batch_size:
@@ -134,6 +136,7 @@ class TimerScheduler(DueWorker):
 
     async def fire_due(self) -> int:
         """Fire the timers due now (one batch); return how many were claimed."""
+        noted = work_left()
         async with transaction(self._pool) as conn:
             rows = await conn.fetch(
                 "SELECT kind, key, due_at, payload FROM timers WHERE fired_at IS NULL AND due_at <= now()"
@@ -141,8 +144,8 @@ class TimerScheduler(DueWorker):
             for row in rows:
                 timer = Timer(row["kind"], row["key"], row["due_at"], row["payload"])
                 await self._fire(conn, timer)
-        if rows and self._on_commit:
-            self._on_commit()
+        if self._on_commit and work_left() != noted:
+            self._on_commit()  # the handlers appended events or set timers
         return len(rows)
 
     async def _fire(self, conn: asyncpg.Connection, timer: Timer) -> None:
