@@ -105,11 +105,13 @@ def quiet_logs() -> None:
 
     import structlog
 
+    # The stream is looked up at each call and loggers are not cached: whoever replaces
+    # sys.stderr later (a test runner capturing output, then closing it) is followed.
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("aiormq", "aio_pika"):
