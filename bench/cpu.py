@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +50,7 @@ def _is_backend_of(entry: Path, database: str) -> bool:
 
 
 def _delta(before: dict[int, tuple[str, int, Path]], after: dict[int, tuple[str, int, Path]],
-           pids: set[int]) -> float:
+           pids: Collection[int]) -> float:
     """CPU seconds the processes `pids` used between the two snapshots."""
     ticks = sum(after[pid][1] - (before[pid][1] if pid in before else 0) for pid in pids)
     return ticks / TICKS
@@ -67,8 +68,10 @@ class CpuCost:
 class CpuMeter:
     """``with CpuMeter(database) as meter: ...`` then ``meter.per(items)``."""
 
-    def __init__(self, database: str | None = None, *, rabbitmq: bool = False) -> None:
+    def __init__(self, database: str | None = None, *, rabbitmq: bool = False,
+                 helpers: frozenset[int] = frozenset()) -> None:
         self._database, self._rabbitmq = database, rabbitmq
+        self._helpers = helpers  # pids of processes of the system under test, counted with this one
         self._available = (PROC / "self" / "stat").exists()
         self._before: dict[int, tuple[str, int, Path]] = {}
         self._after: dict[int, tuple[str, int, Path]] = {}
@@ -94,7 +97,8 @@ class CpuMeter:
         if self._available and self._rabbitmq:
             brokers = {pid for pid, (name, _, _) in self._after.items() if name in RABBITMQ}
             rabbitmq = _delta(self._before, self._after, brokers) * scale
-        return CpuCost(self._client * scale, postgres, rabbitmq)
+        helpers = _delta(self._before, self._after, self._helpers & self._after.keys()) if self._available else 0
+        return CpuCost((self._client + helpers) * scale, postgres, rabbitmq)
 
 
 class ForeignLoad:

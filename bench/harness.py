@@ -135,9 +135,10 @@ class Arrivals:
         self._awaited: set[str] = set()  # keys `wait_for` still waits for
         self._all_arrived = asyncio.Event()
 
-    def mark(self, keys: Iterable[str]) -> None:
-        """Record that `keys` arrived now (cheap: it runs inside the system under test)."""
-        now = time.perf_counter()
+    def mark(self, keys: Iterable[str], at: float | None = None) -> None:
+        """Record that `keys` arrived now, or `at` (a `time.perf_counter()` of this machine);
+        cheap: it runs inside the system under test."""
+        now = time.perf_counter() if at is None else at
         for key in keys:
             self.seen.setdefault(key, now)
             self._awaited.discard(key)

@@ -33,9 +33,10 @@ class CommandPath:
                                  target=sustained_target)
 
     async def measure(self, command: Callable[[], Coroutine[Any, Any, str]], arrivals: Arrivals, *,
-                      database: str, rabbitmq: bool = False) -> None:
+                      database: str, rabbitmq: bool = False, helpers: frozenset[int] = frozenset()) -> None:
         """One run: a warm-up, every offered rate in turn, then the closed loop (whose CPU use
-        is measured for `database`'s backends, and RabbitMQ's if `rabbitmq`)."""
+        is measured for this process and the `helpers` processes, `database`'s backends, and
+        RabbitMQ's if `rabbitmq`)."""
         config = self.config
         await sustained(config.writers, config.warmup, command, arrivals, config.drain_timeout)
         for rate in self.rates:
@@ -48,7 +49,7 @@ class CommandPath:
                 self.percentiles[rate, 99].notes.append(
                     f"{latencies.failed} failed{first}, {latencies.missing} never arrived"
                     f" of {latencies.offered}")
-        with CpuMeter(database, rabbitmq=rabbitmq) as meter:
+        with CpuMeter(database, rabbitmq=rabbitmq, helpers=helpers) as meter:
             result = await sustained(config.writers, config.window, command, arrivals,
                                      config.drain_timeout)
         self.throughput.add_run(result.rate, meter.per(result.items))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import tempfile
 import time
 import uuid
@@ -181,7 +182,7 @@ async def _run(config: BenchConfig, url: str, exchange: AbstractExchange, schema
             settings = NotifierSettings(
                 database_url=url, database_schema=schema, amqp_url=config.amqp_url, exchange=exchange.name,
                 queue_prefix=queue_prefix, log_level="WARNING", notifier_rules_path=rules_path,
-                notifier_webhook_secret="bench-webhook-secret")  # a throwaway key
+                notifier_webhook_secret=secrets.token_hex(16))  # a throwaway key
             async with running(settings) as runtime:
                 agreements = [uuid.uuid4() for _ in range(AGREEMENTS)]
                 await _contacts(exchange, runtime, agreements, config.drain_timeout)
