@@ -81,8 +81,8 @@ _BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutE
 
 _INSERT_INBOX = """
 INSERT INTO inbox (consumer, event_id, event_type, envelope)
-SELECT $1, e.event_id, e.event_type, e.envelope
-FROM unnest($2::uuid[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS e(event_id, event_type, envelope, n)
+SELECT $1, e.event_id, e.event_type, e.envelope::jsonb
+FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS e(event_id, event_type, envelope, n)
 ORDER BY e.n
 ON CONFLICT DO NOTHING
 RETURNING event_id
@@ -110,7 +110,8 @@ def readable(envelope: CloudEvent, registry: EventRegistry) -> CloudEvent:
 
 
 class _Received(NamedTuple):
-    envelope: CloudEvent  # as received: what the inbox keeps, to be read again on a replay
+    body: str  # the envelope as received: what the inbox keeps, to be read again on a replay
+    envelope: CloudEvent  # the same, parsed
     event: CloudEvent  # as read: the data validated and upcast to the current version
 
 
@@ -340,11 +341,13 @@ class BusConsumer:
             stored = await self._store_and_apply(handled) if handled else set()
         except (_Rejected, _Transient):
             return False
+        # One ack for the batch: every message before its last on this channel is settled.
+        await batch[-1].ack(multiple=True)
         handled_ids = {r.event.id for r in handled}
-        for message, one in zip(batch, received, strict=True):
-            await message.ack()
+        for one in received:
             outcome: Outcome = ("handled" if one.event.id in stored
                                 else "duplicate" if one.event.id in handled_ids else "ignored")
+            stored.discard(one.event.id)  # the same event twice in a batch: handled once
             EVENTS_CONSUMED.labels(self.service, self.consumer_name, outcome).inc()
         HANDLER_LATENCY.labels(self.service, self.consumer_name).observe(time.perf_counter() - started)
         self._failures = 0
@@ -363,9 +366,9 @@ class BusConsumer:
                 async with conn.transaction():
                     rows = await conn.fetch(
                         _INSERT_INBOX, self.consumer_name, [r.envelope.id for r in received],
-                        [r.envelope.type for r in received], [r.envelope.model_dump(mode="json") for r in received])
+                        [r.envelope.type for r in received], [r.body for r in received])
                     stored = {row["event_id"] for row in rows}
-                    new = [r.event for r in received if r.event.id in stored]
+                    new = list({r.event.id: r.event for r in received if r.event.id in stored}.values())
                     if all(isinstance(h, Projection) for h in self._handlers):
                         for handler in self._handlers:
                             running = handler.name
@@ -449,7 +452,7 @@ class BusConsumer:
         except ValueError as error:  # pydantic's ValidationError, malformed JSON included
             raise _Rejected("envelope", error) from error
         try:
-            return _Received(envelope, readable(envelope, self._registry))
+            return _Received(message.body.decode(), envelope, readable(envelope, self._registry))
         except UnknownEventType as error:
             raise _Rejected("type", error) from error
         except Exception as error:  # validation or a failing upcaster: the data is unreadable
