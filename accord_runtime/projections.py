@@ -120,7 +120,7 @@ class ProjectionRunner:
         """
         selected = sorted(names or self._projections)
         target = await self._head()
-        total, pause = 0, 0.001
+        total = 0
         async with asyncio.timeout(timeout):
             while True:
                 read, reached = await self._batch(selected)
@@ -129,8 +129,18 @@ class ProjectionRunner:
                     continue
                 if target is None or reached >= target or self._stopping.is_set():
                     return total
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
+                await self._until_readable(target)
+
+    async def _until_readable(self, target: Position) -> None:
+        """Wait until no transaction older than `target`'s is running (the gap guard lets readers
+        reach it), asking with one light query every few milliseconds rather than a batch."""
+        pause = 0.001
+        while not self._stopping.is_set():
+            if await self._pool.fetchval(
+                    "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())", str(target.transaction_id)):
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def _head(self) -> Position | None:
         """The last committed event in global order (whether or not readers may pass it yet)."""
@@ -146,13 +156,13 @@ class ProjectionRunner:
             start = min(checkpoints.values())
             started = time.perf_counter()
             events = await self._store.read_all(start, self._batch_size, conn=conn)
+            if not events:
+                return 0, start
             for name in names:
                 projection = self._projections[name]
                 due = [r.envelope for r in events
                        if r.envelope.type in projection.handles and r.position > checkpoints[name]]
                 await apply_all(projection, conn, due)
-            if not events:
-                return 0, start
             last = events[-1].position
             moved = {name: max(checkpoints[name], last) for name in names}
             await conn.execute(
@@ -167,13 +177,17 @@ class ProjectionRunner:
             return len(events), min(moved.values())
 
     async def _lock_checkpoints(self, conn: asyncpg.Connection, names: list[str]) -> dict[str, Position]:
-        await conn.execute(
-            "INSERT INTO projection_checkpoints (projection, transaction_id, global_position)"
-            " SELECT unnest($1::text[]), '0'::xid8, 0 ON CONFLICT DO NOTHING", names)
-        rows = await conn.fetch(
-            "SELECT projection, transaction_id::text::bigint AS tx, global_position"
-            " FROM projection_checkpoints WHERE projection = ANY($1::text[]) ORDER BY projection FOR UPDATE",
-            names)
+        """Lock and read the projections' checkpoints, creating those that do not exist yet."""
+        for _ in range(2):
+            rows = await conn.fetch(
+                "SELECT projection, transaction_id::text::bigint AS tx, global_position"
+                " FROM projection_checkpoints WHERE projection = ANY($1::text[]) ORDER BY projection FOR UPDATE",
+                names)
+            if len(rows) == len(names):
+                break
+            await conn.execute(
+                "INSERT INTO projection_checkpoints (projection, transaction_id, global_position)"
+                " SELECT unnest($1::text[]), '0'::xid8, 0 ON CONFLICT DO NOTHING", names)
         return {r["projection"]: Position(r["tx"], r["global_position"]) for r in rows}
 
     async def rebuild(self, names: Iterable[str] | None = None,

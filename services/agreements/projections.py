@@ -137,21 +137,24 @@ class SharedAgreements:
         await self.apply_batch(conn, [event])
 
     async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
-        upto: dict[str, CloudEvent] = {}
-        for event in events:  # the last event of each agreement in the batch
-            if event.subject not in upto or upto[event.subject].sequence < event.sequence:
-                upto[event.subject] = event
+        in_batch: dict[str, list[CloudEvent]] = {}
+        for event in events:  # in global order: each stream's events in version order
+            in_batch.setdefault(event.subject, []).append(event)
         stored = {r["agreement_id"]: r["stream_version"] for r in await conn.fetch(
             "SELECT agreement_id, stream_version FROM agreement_documents WHERE agreement_id = ANY($1::uuid[])",
-            [UUID(str(e.data["agreement_id"])) for e in upto.values()])}
-        streams = await store_on(conn).read_streams(list(upto), conn=conn)
+            [UUID(str(batch[0].data["agreement_id"])) for batch in in_batch.values()])}
+        # A stream whose first event is in the batch is replayed from the batch (a batch is a run of
+        # the global order, so it holds every later version up to its last); the others are read.
+        older = [subject for subject, batch in in_batch.items() if batch[0].sequence > 1]
+        streams = await store_on(conn).read_streams(older, conn=conn) if older else {}
         views = []
-        for subject, last in upto.items():
+        for subject, batch in in_batch.items():
+            last = batch[-1]
             agreement_id = UUID(str(last.data["agreement_id"]))
             if stored.get(agreement_id, 0) > last.sequence:
                 continue  # never move a read model backwards
-            views.append(_AgreementView.of(agreement_id, [e for e in streams[subject] if e.sequence <= last.sequence],
-                                           last.time))
+            history = [e for e in streams[subject] if e.sequence <= last.sequence] if subject in streams else batch
+            views.append(_AgreementView.of(agreement_id, history, last.time))
         if not views:
             return
         await conn.executemany(
@@ -160,16 +163,20 @@ class SharedAgreements:
                    agreement_version = EXCLUDED.agreement_version, status = EXCLUDED.status,
                    snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at""",
             [v.document for v in views])
-        touched = [v.agreement_id for v in views]
-        for table in ("agreement_contacts", "open_scope_changes", "open_breakdowns"):
-            await conn.execute(f"DELETE FROM {table} WHERE agreement_id = ANY($1::uuid[])", touched)
-        await conn.executemany("INSERT INTO agreement_contacts VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                               [row for v in views for row in v.contacts])
-        await conn.executemany("INSERT INTO open_scope_changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                               [row for v in views for row in v.scope_changes])
-        await conn.executemany(
-            "INSERT INTO open_breakdowns VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            [row for v in views for row in v.breakdowns])
+        await conn.execute(
+            """WITH contacts AS (DELETE FROM agreement_contacts WHERE agreement_id = ANY($1::uuid[])),
+                    scope_changes AS (DELETE FROM open_scope_changes WHERE agreement_id = ANY($1::uuid[]))
+               DELETE FROM open_breakdowns WHERE agreement_id = ANY($1::uuid[])""",
+            [v.agreement_id for v in views])
+        for statement, rows in (
+                ("INSERT INTO agreement_contacts VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 [row for v in views for row in v.contacts]),
+                ("INSERT INTO open_scope_changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 [row for v in views for row in v.scope_changes]),
+                ("INSERT INTO open_breakdowns VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 [row for v in views for row in v.breakdowns])):
+            if rows:
+                await conn.executemany(statement, rows)
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE agreement_documents, agreement_contacts, open_scope_changes, open_breakdowns")
