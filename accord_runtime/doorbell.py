@@ -5,7 +5,8 @@ this process's waiters at once and sends one ``NOTIFY`` so the processes of the 
 that ``LISTEN`` on the schema's channel wake too. The ``NOTIFY`` runs in its own statement after
 the commit, never inside the append transaction: Postgres serializes the commits of every
 transaction that notifies, which halves append throughput. Rings that arrive while a ``NOTIFY``
-is being sent coalesce into one more, so a burst of appends costs at most two round trips.
+is being sent, or less than `notify_interval` (5 ms) after it, coalesce into one more: other
+processes learn of a burst of appends at most that much later, for one round trip per interval.
 
 Notifications are a latency optimisation only: waiters also time out after `poll_interval`
 and look for work anyway, so a lost notification (e.g. while reconnecting) delays, never loses.
@@ -81,11 +82,13 @@ class Doorbell:
     """Rings when events of one schema were committed; see the module docstring."""
 
     def __init__(self, dsn: str, schema: str, *, poll_interval: float = 5.0,
-                 keepalive_interval: float = 10.0, max_reconnect_delay: float = 5.0) -> None:
+                 keepalive_interval: float = 10.0, max_reconnect_delay: float = 5.0,
+                 notify_interval: float = 0.005) -> None:
         self._dsn, self._schema = dsn, schema
         self.channel = channel_of(schema)
         self.poll_interval = poll_interval
         self._keepalive_interval = keepalive_interval
+        self._notify_interval = notify_interval  # at most one NOTIFY per interval; rings coalesce
         self._max_reconnect_delay = max_reconnect_delay
         self._waiters: weakref.WeakSet[Waiter] = weakref.WeakSet()
         self._subscribers: list[Callable[[], None]] = []
@@ -168,6 +171,7 @@ class Doorbell:
                 self._notify_pending = True  # sent again once reconnected
                 self._drop(conn, "notify failed", error)
                 return
+            await asyncio.sleep(self._notify_interval)  # the rings meanwhile make one more NOTIFY
 
     async def _connect(self) -> None:
         conn = await connect(self._dsn, self._schema)

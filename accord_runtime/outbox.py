@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class OutboxRelay:
         self._lock = _LeaderLock(dsn, schema, f"accord.outbox.{schema}", on_lost=self._waiter.wake,
                                  timeout=confirm_timeout)
         self._failures = 0  # consecutive, for the backoff
+        self._backlog_due = 0.0  # when the backlog gauge is next counted after a drain
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopped.set()  # not running
@@ -243,7 +245,8 @@ class OutboxRelay:
                 self._waiter.wake()  # rows are left: retry them without waiting for a ring
                 continue
             self._failures = 0
-            await self._record_backlog()
+            if time.monotonic() >= self._backlog_due:  # a gauge: once a second is enough
+                await self._record_backlog()
         return False
 
     def _backoff(self) -> float:
@@ -268,6 +271,8 @@ class OutboxRelay:
                     return
                 if not rows or len(in_flight) >= self._pipeline:
                     await in_flight.popleft().task
+                    if not rows and not in_flight:
+                        return  # read empty: rows committed since then rang the doorbell again
         except asyncio.CancelledError:
             for batch in in_flight:
                 batch.task.cancel()
@@ -324,6 +329,7 @@ class OutboxRelay:
             self._log.warning("cannot count the outbox backlog", error=repr(error))
             return
         OUTBOX_BACKLOG.labels(self.service_name).set(count)
+        self._backlog_due = time.monotonic() + 1.0
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but return early when stopping."""

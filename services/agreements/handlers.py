@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
+from weakref import WeakKeyDictionary
 
 from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.identity import hash_token, new_token
@@ -41,6 +42,9 @@ from services.agreements.reactions import keep_status_clock, load
 
 T = TypeVar("T")
 Decision = Callable[[Agreement, datetime], None]
+
+#: Organisations known to be registered, per service (event store): they are never removed.
+_KNOWN_ORGANISATIONS: WeakKeyDictionary[EventStore, set[UUID]] = WeakKeyDictionary()
 
 
 async def load_agreement(store: EventStore, agreement_id: UUID) -> Agreement:
@@ -114,11 +118,14 @@ async def revoke_api_token(ctx: Context, cmd: RevokeApiToken, meta: Metadata) ->
 async def draft_agreement(
     ctx: Context, cmd: DraftAgreement, meta: Metadata, organisation_id: UUID
 ) -> AgreementState:
-    known = await ctx.pool.fetchval(
-        "SELECT count(*) FROM organisations WHERE organisation_id = ANY($1::uuid[])",
-        [cmd.client_organisation_id, cmd.provider_organisation_id])
-    if known != len({cmd.client_organisation_id, cmd.provider_organisation_id}):
-        raise InvalidCommand("the client and the provider must both be registered organisations")
+    parties = {cmd.client_organisation_id, cmd.provider_organisation_id}
+    known = _KNOWN_ORGANISATIONS.setdefault(ctx.store, set())
+    if not parties <= known:
+        found = {row["organisation_id"] for row in await ctx.pool.fetch(
+            "SELECT organisation_id FROM organisations WHERE organisation_id = ANY($1::uuid[])", list(parties))}
+        if found != parties:
+            raise InvalidCommand("the client and the provider must both be registered organisations")
+        known |= found
     agreement = Agreement(uuid4())
     agreement.draft(title=cmd.title, summary=cmd.summary, client_organisation_id=cmd.client_organisation_id,
                     provider_organisation_id=cmd.provider_organisation_id, by_organisation_id=organisation_id)
