@@ -198,14 +198,12 @@ class EventStore:
     def envelope(self, stream_id: str, version: int, event: EventData, metadata: Metadata,
                  time: datetime) -> CloudEvent:
         # Built from values made here and an already validated event: no need to validate again.
-        return CloudEvent.model_construct(
-            specversion="1.0",
+        return CloudEvent.trusted(
             id=uuid4(),
             source=self.source,
             type=event.event_type(),
             subject=stream_id,
             time=time,
-            datacontenttype="application/json",
             data=event.model_dump(mode="json"),
             sequence=version,
             correlationid=metadata.correlation_id,
@@ -286,14 +284,12 @@ class EventStore:
                 for row in rows]
 
 def _envelope(row: asyncpg.Record | dict[str, Any], source: str) -> CloudEvent:
-    return CloudEvent.model_construct(
-        specversion="1.0",
+    return CloudEvent.trusted(
         id=row["event_id"],
         source=source,
         type=row["event_type"],
         subject=row["stream_id"],
         time=row["recorded_at"],
-        datacontenttype="application/json",
         data=row["data"],
         sequence=row["stream_version"],
         correlationid=row["correlation_id"],

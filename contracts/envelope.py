@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -56,6 +57,23 @@ class CloudEvent(BaseModel):
     causationid: UUID | None = None
     actor: str = Field(min_length=1, description="Who caused the event: 'user:<id>', 'system:<service>'.")
 
+    @classmethod
+    def trusted(cls, *, id: UUID, source: str, type: str, subject: str, time: datetime, data: dict[str, Any],
+                sequence: int, correlationid: UUID, causationid: UUID | None, actor: str) -> CloudEvent:
+        """An envelope from values already known valid (read from the event store, or made by it):
+        what `model_construct` does, without its per-field work — a tenth of its cost, which
+        counts when a projection rebuild reads tens of thousands of events (bench/). A unit test
+        holds it equal to `model_construct`."""
+        envelope = cls.__new__(cls)
+        object.__setattr__(envelope, "__dict__", {
+            "specversion": "1.0", "id": id, "source": source, "type": type, "subject": subject, "time": time,
+            "datacontenttype": "application/json", "data": data, "sequence": sequence,
+            "correlationid": correlationid, "causationid": causationid, "actor": actor})
+        object.__setattr__(envelope, "__pydantic_fields_set__", set(_ALL_FIELDS))  # its own: copies update it
+        object.__setattr__(envelope, "__pydantic_extra__", None)
+        object.__setattr__(envelope, "__pydantic_private__", None)
+        return envelope
+
     @property
     def service(self) -> str:
         match = TYPE_PATTERN.match(self.type)
@@ -67,6 +85,9 @@ class CloudEvent(BaseModel):
         match = TYPE_PATTERN.match(self.type)
         assert match is not None
         return f"{match['service']}.{match['name']}"
+
+
+_ALL_FIELDS = frozenset(CloudEvent.model_fields)
 
 
 def parse_type(event_type: str) -> tuple[str, str, int]:

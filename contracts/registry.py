@@ -10,6 +10,8 @@ from contracts.envelope import EventData, parse_type
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
+_RECENT = 4096  # decodings remembered: more than a projection batch's events
+
 
 class UnknownEventType(LookupError):
     """The type is not one this build of the contracts can read (unknown, or a newer version)."""
@@ -27,6 +29,9 @@ class EventRegistry:
         self._models: dict[str, type[EventData]] = {}
         self._current: dict[tuple[str, str], int] = {}
         self._upcasters: dict[str, tuple[str, Upcaster]] = {}
+        # Recent decodings by the identity of the data dict (kept alive here, so the identity is
+        # not reused): every projection of a batch reads the same envelopes, decoded once.
+        self._recent: dict[tuple[int, str], tuple[dict[str, Any], EventData]] = {}
 
     def register(self, model: type[EventData]) -> type[EventData]:
         event_type = model.event_type()
@@ -66,6 +71,17 @@ class EventRegistry:
         else — a field removed, renamed, retyped or made required — is a new version. Producers
         stay strict: models forbid unknown fields when built in code.
         """
+        key = (id(data), event_type)
+        recent = self._recent.get(key)
+        if recent is not None and recent[0] is data:
+            return recent[1]
+        decoded = self._decode(event_type, data)
+        if len(self._recent) >= _RECENT:
+            del self._recent[next(iter(self._recent))]  # the oldest
+        self._recent[key] = (data, decoded)
+        return decoded
+
+    def _decode(self, event_type: str, data: dict[str, Any]) -> EventData:
         service, name, version = parse_type(event_type)
         current = self._current.get((service, name))
         if current is None or version > current:

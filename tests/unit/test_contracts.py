@@ -106,3 +106,20 @@ def test_readers_ignore_fields_added_to_a_version_but_producers_are_strict() -> 
         AgreementDrafted(**{**drafted_data(), "added_later": "x"})
     with pytest.raises(ValidationError):  # a known field of the wrong type is still refused
         REGISTRY.decode("accord.agreements.AgreementDrafted.v1", data | {"drafted_by_side": "nobody"})
+
+
+def test_a_trusted_envelope_is_the_constructed_one() -> None:
+    """`CloudEvent.trusted` takes pydantic's private shortcut: it must build what
+    `model_construct` builds (and validation accepts), field for field, and stay frozen."""
+    fields: dict[str, Any] = dict(
+        id=uuid.uuid4(), source="/accord/agreements", type="accord.agreements.AgreementProposed.v1",
+        subject="agreement-1", time=datetime.now(UTC), data={"agreement_id": str(uuid.uuid4())}, sequence=3,
+        correlationid=uuid.uuid4(), causationid=None, actor="user:alice")
+    trusted = CloudEvent.trusted(**fields)
+    constructed = CloudEvent.model_construct(specversion="1.0", datacontenttype="application/json", **fields)
+    assert trusted == constructed == CloudEvent.model_validate(fields)
+    assert trusted.model_dump_json() == constructed.model_dump_json()
+    assert trusted.model_fields_set == constructed.model_fields_set
+    assert trusted.model_copy(update={"sequence": 4}).sequence == 4
+    with pytest.raises(ValidationError):
+        trusted.sequence = 5  # type: ignore[misc]
