@@ -101,6 +101,12 @@ class CpuMeter:
         return CpuCost((self._client + helpers) * scale, postgres, rabbitmq)
 
 
+def _steal_and_total() -> tuple[int, int]:
+    """Ticks the hypervisor took from this machine's CPUs (``steal``) and all ticks, so far."""
+    fields = [int(v) for v in (PROC / "stat").read_text().splitlines()[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 class ForeignLoad:
     """Average cores used by processes other than this one and the servers, since `start()`."""
 
@@ -108,10 +114,21 @@ class ForeignLoad:
         self._available = (PROC / "self" / "stat").exists()
         self._before: dict[int, tuple[str, int, Path]] = {}
         self._started = 0.0
+        self._steal_before = (0, 0)
 
     def start(self) -> None:
         self._before = _processes() if self._available else {}
+        self._steal_before = _steal_and_total() if self._available else (0, 0)
         self._started = time.perf_counter()
+
+    def stolen(self) -> float | None:
+        """The share of CPU time the hypervisor gave to other machines since `start()` (on a
+        shared host: every figure is then pessimistic, CPU per item included)."""
+        if not self._available:
+            return None
+        steal, total = _steal_and_total()
+        elapsed = total - self._steal_before[1]
+        return (steal - self._steal_before[0]) / elapsed if elapsed else 0.0
 
     def cores(self) -> float | None:
         if not self._available:

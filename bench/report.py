@@ -16,6 +16,8 @@ from bench.cpu import CpuCost
 
 #: Cores used by other processes above which a benchmark's figures are flagged as disturbed.
 NOISY = 0.1
+#: Share of CPU time taken by the hypervisor above which a benchmark's figures are flagged.
+STOLEN = 0.05
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Results:
         self.figures: dict[str, Figure] = {}
         self.skipped: dict[str, str] = {}  # benchmark → why it did not run
         self.foreign_load: dict[str, float] = {}  # benchmark → cores other processes used
+        self.stolen: dict[str, float] = {}  # benchmark → share of CPU time the hypervisor took
 
     def add(self, figure: Figure) -> Figure:
         self.figures[figure.key] = figure
@@ -119,6 +122,10 @@ class Results:
         for benchmark, cores in busy.items():
             console.print(f"[yellow]noisy[/] {benchmark}: other processes used {cores:.2f} cores"
                           " meanwhile; its figures are pessimistic")
+        for benchmark, share in self.stolen.items():
+            if share >= STOLEN:
+                console.print(f"[yellow]stolen[/] {benchmark}: the hypervisor took {share:.0%} of the CPU"
+                              " time meanwhile (a shared host); every figure, CPU per item too, is pessimistic")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +140,7 @@ class Results:
             ],
             "skipped": self.skipped,
             "foreign_load_cores": self.foreign_load,
+            "cpu_stolen_share": self.stolen,
         }
 
     def save(self, *paths: Path) -> None:

@@ -105,13 +105,16 @@ async def main(config: BenchConfig, selected: list[str], loop: str, console: Con
             console.print_exception(max_frames=8)
             results.skipped[f"({letter}) {title}"] = f"failed: {type(error).__name__}: {error}"
             continue
-        cores = foreign.cores()
+        cores, stolen = foreign.cores(), foreign.stolen()
         if cores is not None:
             results.foreign_load[f"({letter}) {title}"] = cores
+        if stolen is not None:
+            results.stolen[f"({letter}) {title}"] = stolen
         for figure in measured if isinstance(measured, list) else [measured]:
             results.add(figure)
         console.log(f"({letter}) {title}: {time.perf_counter() - started:.1f} s"
-                    + (f", other processes used {cores:.2f} cores" if cores is not None else ""))
+                    + (f", other processes used {cores:.2f} cores" if cores is not None else "")
+                    + (f", the hypervisor took {stolen:.0%} of the CPU time" if stolen is not None else ""))
     return results
 
 
