@@ -106,8 +106,7 @@ async def load_generator(spec: LoadSpec) -> AsyncIterator[tuple[Window, Callable
         yield await report(), window
     finally:
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                stdin.close()
+            stdin.close()  # the generator stops at end of input
             try:
                 await asyncio.wait_for(process.wait(), timeout=STARTUP_SECONDS)
             except TimeoutError:
