@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +13,9 @@ import pytest
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from starlette.types import Message
+from structlog.typing import EventDict
 
+from accord_runtime import http
 from accord_runtime.http import CORRELATION_HEADER, create_app
 
 router = APIRouter()
@@ -43,16 +46,28 @@ def _app() -> FastAPI:
 
 
 @pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[EventDict]]:
+    """What the HTTP shell logs at INFO and above, whatever structlog's configuration (restored after)."""
+    capture, previous = structlog.testing.LogCapture(), structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture],
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+                        cache_logger_on_first_use=False)
+    monkeypatch.setattr(http, "log", structlog.get_logger(http.__name__))  # not one cached before
+    yield capture.entries
+    structlog.configure(**previous)
+
+
+@pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
 
 
-async def test_the_callers_correlation_id_is_used_echoed_and_logged(client: httpx.AsyncClient) -> None:
+async def test_the_callers_correlation_id_is_used_echoed_and_logged(client: httpx.AsyncClient,
+                                                                    logs: list[EventDict]) -> None:
     mine = uuid.uuid4()
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        response = await client.post("/echo", json={"a": 1}, headers={CORRELATION_HEADER: mine.hex.upper()})
+    response = await client.post("/echo", json={"a": 1}, headers={CORRELATION_HEADER: mine.hex.upper()})
     assert response.status_code == 200
     assert response.headers[CORRELATION_HEADER] == str(mine)  # canonical form
     assert response.json() == {"body": {"a": 1}, "correlation_id": str(mine), "logged_with": str(mine)}
@@ -86,11 +101,11 @@ async def test_refusals_and_errors_carry_the_correlation_id_too(client: httpx.As
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
-async def test_a_nul_character_in_a_body_is_refused_with_422(client: httpx.AsyncClient, method: str) -> None:
+async def test_a_nul_character_in_a_body_is_refused_with_422(client: httpx.AsyncClient, logs: list[EventDict],
+                                                             method: str) -> None:
     mine = str(uuid.uuid4())
-    with structlog.testing.capture_logs() as logs:
-        response = await client.request(method, "/echo", content=b'{"a": "x\\u0000y"}',
-                                         headers={"Content-Type": "application/json", CORRELATION_HEADER: mine})
+    response = await client.request(method, "/echo", content=b'{"a": "x\\u0000y"}',
+                                    headers={"Content-Type": "application/json", CORRELATION_HEADER: mine})
     assert response.status_code == 422
     assert response.json() == {"detail": [{"loc": ["body"], "type": "value_error",
                                            "msg": "text must not contain NUL (\\u0000) characters"}]}
