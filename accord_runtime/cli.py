@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -15,6 +17,17 @@ from accord_runtime.service import ServiceDefinition, ServiceRuntime
 from accord_runtime.settings import ServiceSettings
 
 console = Console(stderr=True)
+
+
+def uvicorn_config(app: FastAPI, **options: Any) -> uvicorn.Config:
+    """How a service's HTTP server runs (`serve`, and the HTTP benchmark); `options` add to it.
+
+    httptools parses HTTP (never uvicorn's slower pure-Python fallback: it is a dependency) and
+    uvloop runs the loop when installed; no access log, since every request is logged once, with
+    its correlation id, by the app; uvicorn's own records go through the logging configuration.
+    """
+    return uvicorn.Config(app, **{"http": "httptools", "loop": "auto", "log_config": None, "access_log": False,
+                                  "timeout_graceful_shutdown": 15, **options})
 
 
 def service_cli(definition: ServiceDefinition, settings: Callable[[], ServiceSettings]) -> typer.Typer:
@@ -28,8 +41,7 @@ def service_cli(definition: ServiceDefinition, settings: Callable[[], ServiceSet
         current = settings()
         configure_logging(current.log_level, json=current.log_json)
         runtime = ServiceRuntime(definition, current)
-        uvicorn.run(runtime.app(), host=current.http_host, port=current.http_port,
-                    log_config=None, access_log=False, timeout_graceful_shutdown=15)
+        uvicorn.Server(uvicorn_config(runtime.app(), host=current.http_host, port=current.http_port)).run()
 
     @app.command()
     def migrate() -> None:

@@ -15,7 +15,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.datastructures import URL, Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accord_runtime.postgres import TRANSIENT_ERRORS
 
@@ -38,8 +40,8 @@ def create_app(
     exception's message as ``detail``, so a refused command always says why.
     """
     app = FastAPI(title=title, lifespan=lifespan)
-    app.middleware("http")(_refuse_nul)
-    app.middleware("http")(_correlate)
+    app.add_middleware(_RefuseNul)
+    app.add_middleware(_Correlate)  # added last, so outermost: NUL refusals carry the id and are logged
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -68,7 +70,7 @@ def create_app(
     for transient in TRANSIENT_ERRORS:  # the database went away mid-request: nothing was committed
         app.add_exception_handler(transient, _unavailable)
     for unstorable in (asyncpg.UntranslatableCharacterError, asyncpg.CharacterNotInRepertoireError):
-        app.add_exception_handler(unstorable, _handler(422, "text must not contain NUL (\\u0000) characters"))
+        app.add_exception_handler(unstorable, _handler(422, _NUL_REFUSAL))
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
@@ -80,33 +82,72 @@ CORRELATION_HEADER = "X-Correlation-ID"
 
 # A JSON string escape of U+0000 (not preceded by an escaped backslash): PostgreSQL stores no NUL.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_NUL_REFUSAL = "text must not contain NUL (\\u0000) characters"
 
 
-async def _refuse_nul(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Refuse a JSON body carrying a NUL character at the edge (422), before any state check."""
-    if request.method in {"POST", "PUT", "PATCH"} and _NUL_ESCAPE.search(await request.body()):
-        return _refusal(422, "text must not contain NUL (\\u0000) characters")
-    return await call_next(request)
+class _RefuseNul:
+    """Refuse a JSON body carrying a NUL character at the edge (422), before any state check.
+
+    A pure ASGI middleware: it reads the body once and hands the route the same bytes.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        body = await Request(scope, receive).body()
+        if _NUL_ESCAPE.search(body):
+            await _refusal(422, _NUL_REFUSAL)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: the disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
-async def _correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+class _Correlate:
     """Give every request a correlation id (the caller's, if a UUID) and log it with the outcome.
 
     Commands use it as their events' ``correlationid``, so a request, its events, and every
-    reaction to them down the bus share one id in the logs.
+    reaction to them down the bus share one id in the logs. A pure ASGI middleware: the id is in
+    ``request.state.correlation_id`` and structlog's context variables while the route runs, and
+    in the response's ``X-Correlation-ID`` header.
     """
-    try:
-        correlation_id = UUID(request.headers.get(CORRELATION_HEADER, ""))
-    except ValueError:
-        correlation_id = uuid4()
-    request.state.correlation_id = correlation_id
-    started = time.perf_counter()
-    with structlog.contextvars.bound_contextvars(correlation_id=str(correlation_id)):
-        response = await call_next(request)
-        log.info("http request", method=request.method, path=request.url.path,
-                 status=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 2))
-    response.headers[CORRELATION_HEADER] = str(correlation_id)
-    return response
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            correlation_id = UUID(Headers(scope=scope).get(CORRELATION_HEADER, ""))
+        except ValueError:
+            correlation_id = uuid4()
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        echoed = str(correlation_id)
+        started = time.perf_counter()
+
+        async def send_correlated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                log.info("http request", method=scope["method"], path=URL(scope=scope).path,
+                         status=message["status"], duration_ms=round((time.perf_counter() - started) * 1000, 2))
+                MutableHeaders(scope=message)[CORRELATION_HEADER] = echoed
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=echoed):
+            await self.app(scope, receive, send_correlated)
 
 
 async def _unavailable(_: Request, error: Exception) -> JSONResponse:

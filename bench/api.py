@@ -3,32 +3,37 @@ agreements service's FastAPI app served by uvicorn on 127.0.0.1, with the whole 
 
 The service starts through its app's lifespan (`ServiceRuntime.app()`: doorbell, outbox relay,
 projections, bus consumers), in a schema of its own, publishing to the benchmark's exchange; uvicorn
-serves the app in this process on a free loopback port (its lifespan off: the benchmark runs the
-app's lifespan itself, so a failing start-up raises here instead of exiting). An organisation pair,
-a user of the client and an API token are made through the handlers, as the operator commands make
-them. Then `writers` clients (httpx, keep-alive, one connection each) post drafts back to back:
-a warm-up, then the measured window (closed loop). Latency is each response's, from the request's
-start, in the closed loop (so it is the latency at the throughput reached, not at an offered rate).
-Each run checks that the service recorded one `AgreementDrafted` per 201 response.
+serves the app in this process on a free loopback port, configured as `serve` configures it (but
+its lifespan off: the benchmark runs the app's lifespan itself, so a failing start-up raises here
+instead of exiting). An organisation pair, a user of the client and an API token are made through
+the handlers, as the operator commands make them. Then a load generator in a process of its own
+(`bench.httpload`: `writers` keep-alive connections over loopback) posts drafts back to back: a
+warm-up, then the measured window (closed loop). The CPU meter's *this* is therefore the service
+alone; the load generator's CPU per request is a figure of its own. Latency is each response's,
+from the request's start, in the closed loop (so it is the latency at the throughput reached, not
+at an offered rate). Each run checks that the service recorded one `AgreementDrafted` per 201.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import socket
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
-import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from accord_runtime.cli import uvicorn_config
 from accord_runtime.service import ServiceRuntime
 from bench.cpu import CpuMeter
 from bench.harness import BenchConfig, bounded, database_of, percentile, throwaway_database
+from bench.httpload import LoadSpec, Window
 from bench.report import Figure
 from bench.service import Parties, delete_broker_objects, issue_token, register_parties, settings_for
 from contracts.agreements import AgreementDrafted
@@ -36,6 +41,8 @@ from services.agreements import handlers
 from services.agreements.main import DEFINITION
 
 STARTUP_SECONDS = 10.0
+LOAD_GENERATOR_START = 30.0  # seconds for the load generator to start and to finish its last requests
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Server(uvicorn.Server):
@@ -52,8 +59,7 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
-                                    timeout_graceful_shutdown=5))
+    server = _Server(uvicorn_config(app, lifespan="off", timeout_graceful_shutdown=5))
     task = asyncio.create_task(server.serve(sockets=[listener]), name="uvicorn")
     try:
         for _ in bounded(STARTUP_SECONDS):
@@ -71,33 +77,41 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         listener.close()
 
 
-@dataclass
-class Window:
-    """What the clients saw in one closed-loop window."""
+@contextlib.asynccontextmanager
+async def load_generator(spec: LoadSpec) -> AsyncIterator[tuple[Window, Callable[[], Awaitable[Window]]]]:
+    """`bench.httpload` started in a process of its own; yields its warm-up and how to run the window.
 
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # of the 201 responses
-    statuses: Counter[int] = field(default_factory=Counter)
+    The window starts when the caller asks for it (after starting its CPU meter) and ends when the
+    generator reports it, so the meter spans the whole window and nothing of the warm-up.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.httpload", json.dumps(dataclasses.asdict(spec)),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+    limit = LOAD_GENERATOR_START + spec.warmup + spec.window
 
+    async def report() -> Window:
+        line = await asyncio.wait_for(stdout.readline(), timeout=limit)
+        if not line:
+            raise RuntimeError(f"the load generator exited ({await process.wait()}) without reporting")
+        return Window.from_json(line.decode())
 
-async def drive(client: httpx.AsyncClient, parties: Parties, writers: int, seconds: float) -> Window:
-    """`writers` clients posting drafts back to back for `seconds`."""
-    window = Window()
-    body = {"title": "Bench agreement", "summary": "Benchmark",
-            "client_organisation_id": str(parties.client), "provider_organisation_id": str(parties.provider)}
+    async def window() -> Window:
+        stdin.write(b"go\n")
+        await stdin.drain()
+        return await report()
 
-    async def writer() -> None:
-        for _ in bounded(seconds):
-            started = time.perf_counter()
-            response = await client.post("/agreements", json=body)
-            window.statuses[response.status_code] += 1
-            if response.status_code == 201:
-                window.latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(writers)))
-    window.seconds = time.perf_counter() - started
-    return window
+    try:
+        yield await report(), window
+    finally:
+        if process.returncode is None:
+            stdin.close()  # the generator stops at end of input
+            try:
+                await asyncio.wait_for(process.wait(), timeout=STARTUP_SECONDS)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 async def api_commands(config: BenchConfig) -> list[Figure]:
@@ -105,6 +119,8 @@ async def api_commands(config: BenchConfig) -> list[Figure]:
     rate = Figure("api_sustained", f"{title} (closed loop)", "commands/s")
     p50 = Figure("api_p50", f"{title}: p50 latency", "ms")
     p99 = Figure("api_p99", f"{title}: p99 latency", "ms")
+    generator = Figure("api_client_cpu", f"{title}: the load generator's CPU (another process, not in this)",
+                       "µs/request")
     exchange_name = config.exchange_name("api")
     async with throwaway_database(config) as url:
         for run in range(config.runs):
@@ -118,15 +134,14 @@ async def api_commands(config: BenchConfig) -> list[Figure]:
                     ctx = handlers.Context(runtime.store, runtime.pool)
                     parties = await register_parties(ctx, runtime.projections)
                     token = await issue_token(ctx, runtime.projections, parties.client)
-                    limits = httpx.Limits(max_connections=config.writers,
-                                          max_keepalive_connections=config.writers)
-                    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30,
-                                                 headers={"Authorization": f"Bearer {token}"}) as client:
-                        warmup = await drive(client, parties, config.writers, config.warmup)
+                    spec = LoadSpec(base_url, "/agreements", draft_body(parties),
+                                    {"Authorization": f"Bearer {token}"}, config.writers, config.warmup,
+                                    config.window)
+                    async with load_generator(spec) as (warmup, measure):
                         with CpuMeter(database_of(url), rabbitmq=True) as meter:
-                            window = await drive(client, parties, config.writers, config.window)
-                        created = window.statuses[201]
-                        cost = meter.per(created)
+                            window = await measure()
+                    created = window.statuses[201]
+                    cost = meter.per(created)
                     drafted = await runtime.pool.fetchval("SELECT count(*) FROM events WHERE event_type = $1",
                                                           AgreementDrafted.event_type())
             finally:
@@ -140,4 +155,10 @@ async def api_commands(config: BenchConfig) -> list[Figure]:
             rate.add_run(created / window.seconds, cost)
             p50.add_run(percentile(window.latencies, 50) * 1000)
             p99.add_run(percentile(window.latencies, 99) * 1000)
-    return [p50, p99, rate]
+            generator.add_run(window.cpu_seconds * 1e6 / max(window.statuses.total(), 1))
+    return [p50, p99, rate, generator]
+
+
+def draft_body(parties: Parties) -> dict[str, Any]:
+    return {"title": "Bench agreement", "summary": "Benchmark",
+            "client_organisation_id": str(parties.client), "provider_organisation_id": str(parties.provider)}
