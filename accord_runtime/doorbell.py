@@ -55,16 +55,6 @@ async def ring_from_outside(pool: asyncpg.Pool, schema: str) -> None:
     await pool.execute("SELECT pg_notify($1, '')", channel_of(schema))
 
 
-async def announce(conn: asyncpg.Connection, topic: str) -> None:
-    """Tell every process of the connection's schema about `topic` when `conn`'s transaction commits.
-
-    A ``NOTIFY`` on the schema's channel (`channel_of` of the connection's search path) with the
-    topic as payload: doorbells call the callbacks `Doorbell.watch` registered for it, and wake no
-    worker. Postgres serializes the commits of notifying transactions: announce rare things only.
-    """
-    await conn.execute("SELECT pg_notify('accord_' || current_schema() || '_appended', $1)", topic)
-
-
 class Waiter:
     """One consumer's view of the doorbell: remembers a ring until that consumer waits."""
 
@@ -102,8 +92,6 @@ class Doorbell:
         self._max_reconnect_delay = max_reconnect_delay
         self._waiters: weakref.WeakSet[Waiter] = weakref.WeakSet()
         self._subscribers: list[Callable[[], None]] = []
-        self._watchers: dict[str, list[Callable[[], None]]] = {}
-        self._connections = 0  # LISTEN connections made so far (see `listening`)
         self._task_waiters: weakref.WeakKeyDictionary[asyncio.Task[object], Waiter] = (
             weakref.WeakKeyDictionary()
         )
@@ -117,23 +105,6 @@ class Doorbell:
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call `callback` (sync, cheap) on every ring, local or from another process."""
         self._subscribers.append(callback)
-
-    def watch(self, topic: str, callback: Callable[[], None]) -> None:
-        """Call `callback` (sync, cheap) whenever a process announces `topic` (`announce`)."""
-        self._watchers.setdefault(topic, []).append(callback)
-
-    @property
-    def listening(self) -> int | None:
-        """The number of the LISTEN connection that hears the channel now, or None while none does.
-
-        It changes with every reconnection (announcements sent meanwhile were lost), so whoever
-        keeps something until an announcement says otherwise may keep it only while this number
-        stays the same.
-        """
-        conn = self._conn
-        if conn is None or self._lost.is_set() or conn.is_closed():
-            return None
-        return self._connections
 
     def waiter(self) -> Waiter:
         """A waiter of one's own: each consumer (relay, projection runner) must see every ring."""
@@ -211,14 +182,10 @@ class Doorbell:
             raise
         conn.add_termination_listener(self._on_terminated)
         self._lost.clear()
-        self._connections += 1
         self._conn = conn
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        if payload:  # an announcement, not a ring
-            for callback in self._watchers.get(str(payload), ()):
-                callback()
-        elif self._conn is None or pid != self._conn.get_server_pid():  # not our own echo
+        if self._conn is None or pid != self._conn.get_server_pid():  # not our own echo
             self._wake_local()
 
     def _on_terminated(self, conn: object) -> None:

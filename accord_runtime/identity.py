@@ -3,10 +3,6 @@
 A token is shown once, when issued; only its SHA-256 is stored or published (``ApiTokenIssued``
 carries the hash). 256 random bits make a salt or a slow hash unnecessary: the hash cannot be
 reversed or guessed, and a lookup by hash stays one indexed query.
-
-A running service remembers the callers it looked up (`Principals`), so that a request costs no
-look-up, and forgets them all whenever a revocation is projected: the projection announces it
-(a ``NOTIFY`` sent when its transaction commits) to every process of the schema.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import asyncpg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from accord_runtime.doorbell import Doorbell, announce
 from contracts import REGISTRY, CloudEvent
 from contracts.agreements import ApiTokenIssued, ApiTokenRevoked, OrganisationRegistered, UserRegistered
 
@@ -73,71 +68,17 @@ class IdentityProjection:
                     e.token_hash, e.token_id, e.user_id, e.organisation_id)
             case ApiTokenRevoked() as e:
                 await conn.execute("UPDATE api_tokens SET revoked = true WHERE token_id = $1", e.token_id)
-                await announce(conn, REVOCATION)
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE organisations, users, api_tokens")
-        await announce(conn, REVOCATION)
-
-
-#: What the identity projection announces when a token stops working (see `Principals`).
-REVOCATION = "identity.revoked"
 
 
 async def principal_for(pool: asyncpg.Pool, token: str) -> Principal | None:
-    """The caller `token` identifies, from the read model; None if unknown or revoked."""
-    return await _principal_of(pool, hash_token(token))
-
-
-async def _principal_of(pool: asyncpg.Pool, token_hash: str) -> Principal | None:
     row = await pool.fetchrow(
-        "SELECT user_id, organisation_id FROM api_tokens WHERE token_hash = $1 AND NOT revoked", token_hash)
+        "SELECT user_id, organisation_id FROM api_tokens WHERE token_hash = $1 AND NOT revoked",
+        hash_token(token),
+    )
     return Principal(row["user_id"], row["organisation_id"]) if row else None
-
-
-class Principals:
-    """`principal_for`, remembered for as long as no token can have been revoked meanwhile.
-
-    A caller is remembered only while the doorbell listens on the schema's channel, and all are
-    forgotten when the identity projection announces a revocation (or a rebuild): its ``NOTIFY``
-    reaches the doorbell as the projection's transaction commits, so a revoked token is refused
-    from then on, as without memory — give or take the notification's trip from Postgres to this
-    process, well under a millisecond on one host. While the doorbell is not listening (it
-    reconnects), every request looks its token up; a reconnection forgets every caller, since
-    announcements sent meanwhile were lost (a connection that dies without a word is noticed by
-    the doorbell's keepalive). Unknown tokens are never remembered: a token works as soon as it
-    is issued.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, doorbell: Doorbell, *, max_size: int = 10_000) -> None:
-        self._pool, self._doorbell, self._max_size = pool, doorbell, max_size
-        self._known: dict[str, tuple[Principal, tuple[int, int]]] = {}  # token hash → principal, era
-        self._revocations = 0
-        doorbell.watch(REVOCATION, self.forget)
-
-    def forget(self) -> None:
-        self._revocations += 1
-        self._known.clear()
-
-    def _era(self) -> tuple[int, int] | None:
-        """What must not change while a caller is remembered; None when nothing may be."""
-        listening = self._doorbell.listening
-        return None if listening is None else (listening, self._revocations)
-
-    async def of(self, token: str) -> Principal | None:
-        """The caller `token` identifies; None if unknown or revoked."""
-        token_hash = hash_token(token)
-        era = self._era()
-        known = self._known.get(token_hash)
-        if known is not None and era is not None and known[1] == era:
-            return known[0]
-        principal = await _principal_of(self._pool, token_hash)
-        if principal is not None and era is not None:
-            # with the era the look-up started in: a revocation announced meanwhile outdates it
-            if len(self._known) >= self._max_size:
-                self._known.clear()
-            self._known[token_hash] = (principal, era)
-        return principal
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer acc_…`")
@@ -147,17 +88,11 @@ async def authenticated(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """FastAPI dependency: the caller, or 401.
-
-    Uses the app's `Principals` at ``app.state.principals`` (a running service's), else looks the
-    token up in the app's pool at ``app.state.pool``.
-    """
+    """FastAPI dependency: the caller, or 401. Expects the app's pool at ``app.state.pool``."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers=challenge)
-    principals: Principals | None = getattr(request.app.state, "principals", None)
-    token = credentials.credentials
-    principal = await (principals.of(token) if principals else principal_for(request.app.state.pool, token))
+    principal = await principal_for(request.app.state.pool, credentials.credentials)
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers=challenge)
     return principal

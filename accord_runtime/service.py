@@ -21,7 +21,6 @@ from accord_runtime.consumer import BusConsumer, replay_inbox
 from accord_runtime.doorbell import Doorbell
 from accord_runtime.eventstore import EventStore
 from accord_runtime.http import create_app
-from accord_runtime.identity import Principals
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, Migration, migrate, migrations_in
 from accord_runtime.outbox import OutboxRelay
 from accord_runtime.postgres import create_pool
@@ -91,7 +90,6 @@ class ServiceRuntime:
         self.projections: ProjectionRunner | None = None
         self.consumers: list[BusConsumer] = []
         self.timers: TimerScheduler | None = None
-        self.principals: Principals | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -147,7 +145,6 @@ class ServiceRuntime:
         self.doorbell = Doorbell(settings.database_url, settings.db_schema)
         await self.doorbell.start()
         self.store.on_append(self.doorbell.ring)
-        self.principals = Principals(self.pool, self.doorbell)
         assert self.projections is not None
         self.doorbell.subscribe(self.projections.ring)
         self.relay = OutboxRelay(
@@ -212,7 +209,6 @@ class ServiceRuntime:
             await self.start()
             app.state.pool = self.pool
             app.state.store = self.store
-            app.state.principals = self.principals
             try:
                 yield
             finally:
