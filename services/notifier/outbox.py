@@ -110,12 +110,11 @@ class DeliveryWorker(DueWorker):
         self._batch_size = batch_size
         self._gauge_at = 0.0
 
-    async def drain(self) -> None:
-        while await self.deliver_due() and not self._stopping.is_set():
-            pass
-        await self._refresh_gauge()
+    async def drain(self) -> int:
+        return await self.deliver_due()  # one batch: the loop looks again after it
 
     async def next_due(self) -> datetime | None:
+        await self._refresh_gauge()  # every turn of the loop looks here; the gauge itself is refreshed every 5 s
         due: datetime | None = await self._pool.fetchval(
             "SELECT min(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_until END) FROM deliveries"
             " WHERE status IN ('pending', 'sending')")
