@@ -6,14 +6,12 @@ a redelivered trigger queues nothing again, and a rolled-back trigger leaves not
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
-from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.postgres import transaction
 from contracts import CloudEvent
 from contracts.notifier import EscalationLevelReached, EscalationStarted
@@ -37,15 +35,11 @@ def notifier(first_after: dict[str, float]) -> Notifier:
 
 
 @pytest.fixture
-async def chain_pool(pool: asyncpg.Pool, database_url: str, schema: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn, schema, migrations_in("notifier", "services.notifier"))
-    finally:
-        await conn.close()
-    await pool.execute("INSERT INTO notifier_contacts VALUES ($1, $2, 'provider', 'lead', 'Ann', 'ann@p.test', 1)",
-                       AGREEMENT, uuid.uuid4())
-    yield pool
+async def chain_pool(notifier_pool: asyncpg.Pool) -> asyncpg.Pool:
+    await notifier_pool.execute(
+        "INSERT INTO notifier_contacts VALUES ($1, $2, 'provider', 'lead', 'Ann', 'ann@p.test', 1)",
+        AGREEMENT, uuid.uuid4())
+    return notifier_pool
 
 
 def overdue() -> CloudEvent:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from accord_runtime.eventstore import EventStore, Metadata
-from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.postgres import transaction
 from contracts import REGISTRY as EVENTS
 from contracts.notifier import NotificationFailed, NotificationSent, Responsible
@@ -114,13 +112,8 @@ class Worker:
 
 
 @pytest.fixture
-async def delivery(pool: asyncpg.Pool, database_url: str, schema: str) -> AsyncIterator[Worker]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn, schema, migrations_in("notifier", "services.notifier"))
-    finally:
-        await conn.close()
-    yield Worker(pool, EventStore(pool, source="/accord/notifier"), Recorder(), Recorder())
+def delivery(notifier_pool: asyncpg.Pool) -> Worker:
+    return Worker(notifier_pool, EventStore(notifier_pool, source="/accord/notifier"), Recorder(), Recorder())
 
 
 def count(name: str, **labels: str) -> float:
