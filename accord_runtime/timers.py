@@ -4,10 +4,11 @@
 one, so a deadline is set if and only if the command that set it commits. The `TimerScheduler`
 sleeps until the earliest due timer or until woken — the service wakes it on every committed
 append (the doorbell, which also hears other replicas), since timers are set in the same
-transaction as the events that call for them; `max_sleep` bounds the rest. It then claims due
-timers with ``FOR UPDATE SKIP LOCKED`` and fires each in the same transaction that marks it
-fired: a crash before the commit leaves the timer due, to be fired on restart, and two replicas
-never fire the same timer. Timers missed while every replica was down fire on start.
+transaction as the events that call for them; `max_sleep` bounds the rest. Woken, it first looks
+(one query for the earliest due time) and only when something is due claims due timers with
+``FOR UPDATE SKIP LOCKED``, firing each in the same transaction that marks it fired: a crash
+before the commit leaves the timer due, to be fired on restart, and two replicas never fire the
+same timer. Timers missed while every replica was down fire on start.
 """
 
 from __future__ import annotations
@@ -63,14 +64,20 @@ async def cancel(conn: asyncpg.Connection | asyncpg.Pool, kind: str, key: str) -
 class DueWorker:
     """A loop that drains what is due, then sleeps until the next due time or a wake-up.
 
-    Subclasses say what draining is and when the next thing falls due; the loop survives lost
-    database connections (it tries again a second later) and stops promptly on `stop()`.
+    Subclasses say what draining is and when the next thing falls due. Each turn first looks
+    (`next_due`, one query) and drains only if something is due, so a wake-up with nothing to do
+    — most of them: workers are woken on every committed append — costs one query, not a
+    claiming transaction. After a drain it looks again at once. If something is due but a drain
+    finds nothing to claim (another replica holds it, or the clocks disagree), it waits `idle_pause`
+    instead of spinning. The loop survives lost database connections (it tries again a second
+    later) and stops promptly on `stop()`.
     """
 
     _what = "due worker"  # names the worker in logs
 
-    def __init__(self, *, max_sleep: float) -> None:
+    def __init__(self, *, max_sleep: float, idle_pause: float = 0.05) -> None:
         self._max_sleep = max_sleep
+        self._idle_pause = min(idle_pause, max_sleep)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -82,8 +89,9 @@ class DueWorker:
         self._stopping.set()
         self._wake.set()
 
-    async def drain(self) -> None:
-        """Handle everything due now."""
+    async def drain(self) -> int:
+        """Handle what is due now (all of it, or a batch: the loop looks again after it); how many
+        items were handled."""
         raise NotImplementedError
 
     async def next_due(self) -> datetime | None:
@@ -91,12 +99,17 @@ class DueWorker:
         raise NotImplementedError
 
     async def run(self) -> None:
-        """Drain what is due, sleep until the next due time or a wake-up, until stopped."""
+        """Look, drain if something is due, else sleep until the next due time or a wake-up; until stopped."""
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                await self.drain()
-                pause = self._seconds_until(await self.next_due())
+                due = await self.next_due()
+                if due is None or due > datetime.now(UTC):
+                    pause = self._seconds_until(due)
+                elif await self.drain():
+                    continue  # look again at once: more may be due
+                else:
+                    pause = self._idle_pause  # due, yet nothing to claim: do not spin
             except TRANSIENT_ERRORS as error:
                 log.warning(f"{self._what} interrupted; retrying", error=str(error))
                 pause = 1.0
@@ -126,9 +139,8 @@ class TimerScheduler(DueWorker):
         self._retry_delay = retry_delay
         self._on_commit = on_commit  # ring the doorbell: after handlers appended events or set timers
 
-    async def drain(self) -> None:
-        while await self.fire_due() == self._batch_size:
-            pass
+    async def drain(self) -> int:
+        return await self.fire_due()  # one batch: the loop looks again after it
 
     async def next_due(self) -> datetime | None:
         due: datetime | None = await self._pool.fetchval("SELECT min(due_at) FROM timers WHERE fired_at IS NULL")

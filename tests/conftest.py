@@ -126,3 +126,16 @@ async def pool(database_url: str, schema: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool, source="/accord/test")
+
+
+@pytest.fixture
+async def notifier_pool(pool: asyncpg.Pool, database_url: str, schema: str) -> asyncpg.Pool:
+    """`pool`, with the notifier's tables too."""
+    from accord_runtime.migrations import migrate, migrations_in
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, schema, migrations_in("notifier", "services.notifier"))
+    finally:
+        await conn.close()
+    return pool

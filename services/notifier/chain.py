@@ -4,6 +4,8 @@ Everything here runs in a transaction someone else owns (the consumer's, with it
 scheduler's, with the timer's firing) and appends on that transaction's connection, so the events, the
 next level's timer and the queued deliveries commit together or not at all. A restart mid-chain
 therefore continues where it was: the next level's timer and the undelivered notifications are rows.
+A first level without a delay is reached in the triggering event's transaction (its events appended
+after the start, as its timer would have); every later step waits for its timer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from contracts.sla import BusinessCalendar
 from services.notifier import outbox
 from services.notifier.bootstrap import Notifier
 from services.notifier.domain import Escalation, Step, first_step, next_step, stream_id
-from services.notifier.rules import Match, Target
+from services.notifier.rules import Level, Match, Target
 from services.notifier.timing import due_after
 
 log = structlog.get_logger(__name__)
@@ -88,13 +90,19 @@ class EscalationTriggers:
                          occurrence=escalation.occurrence)
                 return
             step, delay = first_step(chain)
-            calendar = await calendar_of(conn, UUID(match.agreement_id))
-            await _schedule_step(conn, escalation, step, due_after(now, delay, calendar))
+            if delay.duration:
+                calendar = await calendar_of(conn, UUID(match.agreement_id))
+                await _schedule_step(conn, escalation, step, due_after(now, delay, calendar))
             # at the version read: a racing trigger appending first makes this attempt retry and see it
             await store.append(stream_id(match.matter), escalation.version, escalation.pending,
                                Metadata(ACTOR, event.correlationid, event.id), conn=conn)
             log.info("escalation started", matter=match.matter, rule=match.rule.name,
                      occurrence=escalation.occurrence)
+            if not delay.duration:  # due at once: reached here rather than by a timer that would fire at once
+                escalation.appended()
+                await reach(conn, self.notifier, escalation, chain, step, now)
+                await store.append(stream_id(match.matter), escalation.version, escalation.pending,
+                                   Metadata.new(ACTOR), conn=conn)
 
         await retry_on_conflict_in(conn, attempt)
 
@@ -149,23 +157,28 @@ class LevelTimer:
                 return
             if step.level > len(chain):
                 return
-            assert escalation.agreement_id is not None
-            now = datetime.now(UTC)
-            level = chain[step.level - 1]
-            responsible = await responsible_for(conn, escalation.agreement_id, level.targets,
-                                                escalation.trigger_data)
-            queued = await outbox.enqueue(conn, self.notifier, escalation, step, level.channels, responsible, now)
-            escalation.reach(step, responsible, queued, now, occurrence)
-            following = next_step(chain, step)
-            if following is not None:
-                calendar = await calendar_of(conn, escalation.agreement_id)
-                await _schedule_step(conn, escalation, following[0], due_after(now, following[1], calendar))
+            await reach(conn, self.notifier, escalation, chain, step, datetime.now(UTC))
             await store.append(stream_id(matter), escalation.version, escalation.pending,
                                Metadata.new(ACTOR), conn=conn)
-            log.info("escalation level reached", matter=matter, level=step.level, round=step.round,
-                     responsible=[r.email for r in responsible], notifications=queued)
 
         await retry_on_conflict_in(conn, attempt)
+
+
+async def reach(conn: asyncpg.Connection, notifier: Notifier, escalation: Escalation, chain: list[Level],
+                step: Step, now: datetime) -> None:
+    """Reach `step` of the open chain: notify its targets as the agreement's contacts are now (queued
+    deliveries) and arm the step after it. The caller appends the escalation's new events."""
+    assert escalation.agreement_id is not None
+    level = chain[step.level - 1]
+    responsible = await responsible_for(conn, escalation.agreement_id, level.targets, escalation.trigger_data)
+    queued = await outbox.enqueue(conn, notifier, escalation, step, level.channels, responsible, now)
+    escalation.reach(step, responsible, queued, now, escalation.occurrence)
+    following = next_step(chain, step)
+    if following is not None:
+        calendar = await calendar_of(conn, escalation.agreement_id)
+        await _schedule_step(conn, escalation, following[0], due_after(now, following[1], calendar))
+    log.info("escalation level reached", matter=escalation.matter, level=step.level, round=step.round,
+             responsible=[r.email for r in responsible], notifications=queued)
 
 
 async def responsible_for(conn: asyncpg.Connection, agreement_id: UUID, targets: list[Target],

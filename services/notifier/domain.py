@@ -100,6 +100,11 @@ class Escalation:
             escalation.version += 1
         return escalation
 
+    def appended(self) -> None:
+        """The pending events were appended: the next decision's events follow them in the stream."""
+        self.version += len(self.pending)
+        self.pending.clear()
+
     # --- decisions -------------------------------------------------------------------------------
 
     def start(self, *, rule: str, agreement_id: UUID, levels: int, trigger_event_id: UUID, trigger_type: str,

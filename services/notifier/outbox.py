@@ -1,11 +1,13 @@
 """The delivery outbox: notifications queued with the level that calls for them, sent by a worker.
 
-A level's notifications are rows written in the level's transaction. The `DeliveryWorker` claims due
-rows with ``FOR UPDATE SKIP LOCKED`` (quiet hours and the per-target rate limit defer a row instead of
-claiming it), commits the claim, sends outside any transaction, then records the outcome — sent, or
-retried after an exponential backoff with jitter, or after the last attempt failed: a dead-letter row
-and ``NotificationFailed``. A claim carries a lease: rows of a worker that died mid-send are claimed
-again once it runs out, so delivery is at least once (receivers get a notification id to dedupe by).
+A level's notifications are rows written in the level's transaction. The `DeliveryWorker` claims a
+batch of due rows with ``FOR UPDATE SKIP LOCKED`` (quiet hours and the per-target rate limit defer a
+row instead of claiming it; the batch is rated as if claimed row by row), commits the claim, sends the
+batch concurrently outside any transaction, then records the outcomes — sent, or retried after an
+exponential backoff with jitter, or after the last attempt failed: a dead-letter row and
+``NotificationFailed`` — those of the sends that ended together in one transaction. A claim carries a
+lease: rows of a worker that died mid-send are claimed again once it runs out, so delivery is at least
+once (receivers get a notification id to dedupe by).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -21,7 +25,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
-from accord_runtime.eventstore import ConcurrencyError, EventStore, Metadata
+from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
 from accord_runtime.postgres import transaction
 from accord_runtime.timers import DueWorker
 from contracts import REGISTRY
@@ -100,147 +104,223 @@ WHERE (status = 'pending' AND next_attempt_at <= now()) OR (status = 'sending' A
 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 
+# Claims in a target's rate-limit window, per target, counted no further than the limit (the index on
+# (channel, target, claimed_at) finds them; the count stops at the limit however busy the target is).
+_RECENT_CLAIMS = """
+SELECT t.channel, t.target, (
+    SELECT count(*) FROM (
+        SELECT FROM deliveries AS d
+        WHERE d.channel = t.channel AND d.target = t.target AND d.claimed_at > $3 AND d.status IN ('sending', 'sent')
+        LIMIT $4) AS capped
+) AS recent
+FROM unnest($1::text[], $2::text[]) AS t(channel, target)
+"""
+
+# The (n+1)-th latest claim in a target's window: when it leaves the window, the target has room again.
+_NTH_LATEST_CLAIM = """
+SELECT claimed_at FROM deliveries
+WHERE channel = $1 AND target = $2 AND claimed_at > $3 AND status IN ('sending', 'sent')
+ORDER BY claimed_at DESC OFFSET $4 LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How one attempt went: sent (no error), or the error; `at` is when the attempt ended."""
+
+    delivery: Delivery
+    at: datetime
+    error: str | None = None
+
+    @property
+    def event(self) -> NotificationSent | NotificationFailed:
+        d = self.delivery
+        about: dict[str, Any] = {
+            "escalation_id": d.escalation_id, "notification_id": d.notification_id, "agreement_id": d.agreement_id,
+            "level": d.level, "channel": d.channel, "target": d.target, "attempts": d.attempts,
+            "responsible": [Responsible(**p) for p in d.responsible]}
+        if self.error is None:
+            return NotificationSent(**about, sent_at=self.at)
+        return NotificationFailed(**about, error=self.error[:2000], failed_at=self.at)
+
 
 class DeliveryWorker(DueWorker):
+    """Claims due notifications a batch at a time, sends a batch concurrently and records outcomes as
+    they come in; every step is one transaction for many rows, not one per row."""
+
     _what = "delivery worker"
 
     def __init__(self, pool: asyncpg.Pool, store: EventStore, notifier: Notifier, *, batch_size: int = 20) -> None:
         super().__init__(max_sleep=notifier.poll_seconds)
         self._pool, self._store, self._notifier = pool, store, notifier
-        self._batch_size = batch_size
+        self._batch_size = batch_size  # also the bound on concurrent sends
         self._gauge_at = 0.0
 
-    async def drain(self) -> None:
-        while await self.deliver_due() and not self._stopping.is_set():
-            pass
-        await self._refresh_gauge()
+    async def drain(self) -> int:
+        return await self.deliver_due()  # one batch: the loop looks again after it
 
     async def next_due(self) -> datetime | None:
+        await self._refresh_gauge()  # every turn of the loop looks here; the gauge itself is refreshed every 5 s
         due: datetime | None = await self._pool.fetchval(
             "SELECT min(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_until END) FROM deliveries"
             " WHERE status IN ('pending', 'sending')")
         return due
 
     async def deliver_due(self) -> int:
-        """Claim a batch of due notifications and send them concurrently; how many were claimed."""
+        """Claim a batch of due notifications and send them concurrently, recording the outcomes of the
+        sends that ended together in one transaction; how many were claimed."""
         claimed = await self.claim()
-        await asyncio.gather(*(self._deliver(delivery) for delivery in claimed))
+        sending = {asyncio.ensure_future(self._attempt(delivery)) for delivery in claimed}
+        try:
+            while sending:
+                ended, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                await self._record([task.result() for task in ended])
+        finally:
+            for task in sending:  # recording failed (or the worker is cancelled): leases bring these back
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
         return len(claimed)
 
     async def claim(self) -> list[Delivery]:
-        rules = self._notifier.rules
-        lease = timedelta(seconds=rules.delivery.timeout_seconds * 3 + 5)
-        limit = rules.defaults.rate_limit
-        claimed: list[Delivery] = []
+        """Claim up to a batch of due rows in one transaction; rows in quiet hours or over their
+        target's rate limit are deferred instead."""
+        lease = timedelta(seconds=self._notifier.rules.delivery.timeout_seconds * 3 + 5)
         async with transaction(self._pool) as conn:
             now = datetime.now(UTC)
-            for row in await conn.fetch(_CANDIDATES, self._batch_size):
-                later = await self._deferral(conn, row, now, limit.max, limit.per_seconds)
-                if later is not None:
-                    await conn.execute("UPDATE deliveries SET status = 'pending', next_attempt_at = $2"
-                                       " WHERE notification_id = $1", row["notification_id"], later)
-                    metrics.NOTIFICATIONS.labels(row["channel"], "deferred").inc()
-                    continue
+            rows = await conn.fetch(_CANDIDATES, self._batch_size)
+            if not rows:
+                return []
+            later = await self._deferrals(conn, rows, now)
+            claimed = [row for row in rows if row["notification_id"] not in later]
+            if later:
+                await conn.execute(
+                    "UPDATE deliveries AS d SET status = 'pending', next_attempt_at = u.later"
+                    " FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, later) WHERE d.notification_id = u.id",
+                    list(later), list(later.values()))
+            if claimed:
                 await conn.execute(
                     "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, claimed_at = $2,"
-                    " lease_until = $3 WHERE notification_id = $1", row["notification_id"], now, now + lease)
-                claimed.append(_delivery(row, row["attempts"] + 1))
-        return claimed
+                    " lease_until = $3 WHERE notification_id = ANY($1::uuid[])",
+                    [row["notification_id"] for row in claimed], now, now + lease)
+        for row in rows:
+            if row["notification_id"] in later:
+                metrics.NOTIFICATIONS.labels(row["channel"], "deferred").inc()
+        return [_delivery(row, row["attempts"] + 1) for row in claimed]
 
-    async def _deferral(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime,
-                        max_per_window: int, window_seconds: float) -> datetime | None:
-        """When the row may go instead of now: after the quiet hours, or when the target's rate allows."""
-        quiet = self._notifier.rules.defaults.quiet_hours
-        if row["quiet_hours"] and quiet is not None and row["channel"] in quiet.channels:
-            end = quiet_until(now, quiet, row["timezone"])
-            if end is not None:
-                return end
-        if row["attempts"] > 0:
-            return None  # a retry of a notification already counted against the target
-        window = timedelta(seconds=window_seconds)
-        recent = await conn.fetch(
-            "SELECT claimed_at FROM deliveries WHERE channel = $1 AND target = $2 AND claimed_at > $3"
-            " AND status IN ('sending', 'sent') ORDER BY claimed_at", row["channel"], row["target"], now - window)
-        if len(recent) < max_per_window:
-            return None
-        opens_at: datetime = recent[len(recent) - max_per_window]["claimed_at"] + window
-        return opens_at
+    async def _deferrals(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record],
+                         now: datetime) -> dict[UUID, datetime]:
+        """When the rows that may not go now may go instead: after the quiet hours, or when their
+        target's rate allows. The batch is rated as if its rows were claimed one by one, in order."""
+        defaults = self._notifier.rules.defaults
+        quiet, limit = defaults.quiet_hours, defaults.rate_limit
+        later: dict[UUID, datetime] = {}
+        for row in rows:
+            if row["quiet_hours"] and quiet is not None and row["channel"] in quiet.channels:
+                end = quiet_until(now, quiet, row["timezone"])
+                if end is not None:
+                    later[row["notification_id"]] = end
+        rated = [row for row in rows if row["notification_id"] not in later]
+        if not rated:
+            return later
+        window = timedelta(seconds=limit.per_seconds)
+        since = now - window
+        targets = sorted({(row["channel"], row["target"]) for row in rated})
+        recent = {(r["channel"], r["target"]): r["recent"] for r in await conn.fetch(
+            _RECENT_CLAIMS, [channel for channel, _ in targets], [target for _, target in targets], since, limit.max)}
+        added: Counter[tuple[str, str]] = Counter()  # this batch's claims so far, per target
+        for row in rated:
+            target = (row["channel"], row["target"])
+            if row["attempts"] > 0:  # a retry of a notification already counted against the target …
+                if row["status"] == "pending" or row["claimed_at"] <= since:
+                    added[target] += 1  # … which counts again once claimed, unless its last claim still does
+                continue
+            if recent[target] + added[target] < limit.max:
+                added[target] += 1
+                continue
+            # the window opens when the limit-th latest claim leaves it (this batch's are the latest)
+            nth = limit.max - added[target] - 1
+            opens: datetime | None = await conn.fetchval(_NTH_LATEST_CLAIM, *target, since, nth) if nth >= 0 else None
+            later[row["notification_id"]] = (opens or now) + window
+        return later
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery) -> _Outcome:
         sender = self._notifier.senders[delivery.channel]
         try:
             await sender.send(delivery)
         except DeliveryError as error:
-            await self._failed(delivery, str(error))
-            return
+            return _Outcome(delivery, datetime.now(UTC), str(error))
         except Exception as error:  # a sender bug must not kill the worker: retried, then dead-lettered
             log.exception("sender raised unexpectedly", channel=delivery.channel)
-            await self._failed(delivery, f"{type(error).__name__}: {error}")
-            return
-        await self._sent(delivery)
+            return _Outcome(delivery, datetime.now(UTC), f"{type(error).__name__}: {error}")
+        return _Outcome(delivery, datetime.now(UTC))
 
-    async def _sent(self, delivery: Delivery) -> None:
-        now = datetime.now(UTC)
-        async with transaction(self._pool) as conn:
-            await conn.execute("UPDATE deliveries SET status = 'sent', sent_at = $2, last_error = NULL"
-                               " WHERE notification_id = $1", delivery.notification_id, now)
-            await self._record(conn, delivery, NotificationSent(
-                escalation_id=delivery.escalation_id, notification_id=delivery.notification_id,
-                agreement_id=delivery.agreement_id, level=delivery.level, channel=delivery.channel,  # type: ignore[arg-type]
-                target=delivery.target, responsible=[Responsible(**p) for p in delivery.responsible],
-                attempts=delivery.attempts, sent_at=now))
-        self._store.notify_appended()
-        metrics.NOTIFICATIONS.labels(delivery.channel, "sent").inc()
-        metrics.DELIVERY_LATENCY.labels(delivery.channel).observe((now - delivery.created_at).total_seconds())
-        log.info("notification sent", channel=delivery.channel, target=delivery.target,
-                 matter=delivery.matter, level=delivery.level, attempts=delivery.attempts)
-
-    async def _failed(self, delivery: Delivery, error: str) -> None:
+    async def _record(self, outcomes: list[_Outcome]) -> None:
+        """Record outcomes in one transaction: sent rows, with NotificationSent; failed attempts, retried
+        after a backoff or, after the last one, dead-lettered with NotificationFailed. A concurrent
+        change of an escalation's stream makes the whole transaction run again."""
         policy = self._notifier.rules.delivery
-        now = datetime.now(UTC)
-        if delivery.attempts < policy.max_attempts:
-            wait = backoff(delivery.attempts, policy)
-            await self._pool.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, last_error = $3"
-                " WHERE notification_id = $1", delivery.notification_id, now + timedelta(seconds=wait), error)
-            metrics.NOTIFICATIONS.labels(delivery.channel, "retried").inc()
-            log.warning("notification failed; retrying", channel=delivery.channel, target=delivery.target,
-                        attempt=delivery.attempts, retry_in=round(wait, 3), error=error)
-            return
-        async with transaction(self._pool) as conn:
-            await conn.execute("UPDATE deliveries SET status = 'failed', last_error = $2 WHERE notification_id = $1",
-                               delivery.notification_id, error)
-            await conn.execute(
-                "INSERT INTO dead_letters (notification_id, escalation_id, channel, target, attempts, error, message)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                delivery.notification_id, delivery.escalation_id, delivery.channel, delivery.target,
-                delivery.attempts, error, delivery.message)
-            await self._record(conn, delivery, NotificationFailed(
-                escalation_id=delivery.escalation_id, notification_id=delivery.notification_id,
-                agreement_id=delivery.agreement_id, level=delivery.level, channel=delivery.channel,  # type: ignore[arg-type]
-                target=delivery.target, responsible=[Responsible(**p) for p in delivery.responsible],
-                attempts=delivery.attempts, error=error[:2000], failed_at=now))
-        self._store.notify_appended()
-        metrics.NOTIFICATIONS.labels(delivery.channel, "failed").inc()
-        log.error("notification failed for good", channel=delivery.channel, target=delivery.target,
-                  attempts=delivery.attempts, error=error)
+        sent = [o for o in outcomes if o.error is None]
+        failed = [o for o in outcomes if o.error is not None and o.delivery.attempts >= policy.max_attempts]
+        retried = [(o, backoff(o.delivery.attempts, policy)) for o in outcomes
+                   if o.error is not None and o.delivery.attempts < policy.max_attempts]
 
-    async def _record(self, conn: asyncpg.Connection, delivery: Delivery,
-                      outcome: NotificationSent | NotificationFailed) -> None:
-        """Append the outcome to the escalation's stream (again on a concurrent change of the stream)."""
-        for remaining in range(4, -1, -1):
-            try:
-                async with conn.transaction():
-                    envelopes = await self._store.read_stream(stream_id(delivery.matter), conn=conn)
-                    escalation = Escalation.replay(delivery.matter,
-                                                   [REGISTRY.decode(e.type, e.data) for e in envelopes])
-                    escalation.record_delivery(outcome)
-                    await self._store.append(stream_id(delivery.matter), escalation.version, escalation.pending,
-                                             Metadata.new("system:notifier"), conn=conn)
-                return
-            except ConcurrencyError:
-                if not remaining:
-                    raise
+        async def attempt() -> None:
+            async with transaction(self._pool) as conn:
+                if sent:
+                    await conn.execute(
+                        "UPDATE deliveries AS d SET status = 'sent', sent_at = u.at, last_error = NULL"
+                        " FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) WHERE d.notification_id = u.id",
+                        [o.delivery.notification_id for o in sent], [o.at for o in sent])
+                if retried:
+                    await conn.execute(
+                        "UPDATE deliveries AS d SET status = 'pending', next_attempt_at = u.next, last_error = u.error"
+                        " FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, next, error)"
+                        " WHERE d.notification_id = u.id",
+                        [o.delivery.notification_id for o, _ in retried],
+                        [o.at + timedelta(seconds=wait) for o, wait in retried], [o.error for o, _ in retried])
+                for o in failed:
+                    d = o.delivery
+                    await conn.execute("UPDATE deliveries SET status = 'failed', last_error = $2"
+                                       " WHERE notification_id = $1", d.notification_id, o.error)
+                    await conn.execute(
+                        "INSERT INTO dead_letters (notification_id, escalation_id, channel, target, attempts, error,"
+                        " message) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        d.notification_id, d.escalation_id, d.channel, d.target, d.attempts, o.error, d.message)
+                await self._append_outcomes(conn, sent + failed)
+
+        await retry_on_conflict(attempt)
+        if sent or failed:
+            self._store.notify_appended()
+        for o in sent:
+            d = o.delivery
+            metrics.NOTIFICATIONS.labels(d.channel, "sent").inc()
+            metrics.DELIVERY_LATENCY.labels(d.channel).observe((o.at - d.created_at).total_seconds())
+            log.info("notification sent", channel=d.channel, target=d.target, matter=d.matter, level=d.level,
+                     attempts=d.attempts)
+        for o, wait in retried:
+            metrics.NOTIFICATIONS.labels(o.delivery.channel, "retried").inc()
+            log.warning("notification failed; retrying", channel=o.delivery.channel, target=o.delivery.target,
+                        attempt=o.delivery.attempts, retry_in=round(wait, 3), error=o.error)
+        for o in failed:
+            metrics.NOTIFICATIONS.labels(o.delivery.channel, "failed").inc()
+            log.error("notification failed for good", channel=o.delivery.channel, target=o.delivery.target,
+                      attempts=o.delivery.attempts, error=o.error)
+
+    async def _append_outcomes(self, conn: asyncpg.Connection, outcomes: Sequence[_Outcome]) -> None:
+        """Append each outcome to its escalation's stream (the streams read in one query, taken in order
+        of matter so that two workers appending to the same streams meet in the same order)."""
+        by_matter: dict[str, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_matter.setdefault(outcome.delivery.matter, []).append(outcome)
+        streams = await self._store.read_streams([stream_id(matter) for matter in sorted(by_matter)], conn=conn)
+        for matter in sorted(by_matter):
+            escalation = Escalation.replay(matter, [REGISTRY.decode(e.type, e.data)
+                                                    for e in streams[stream_id(matter)]])
+            for outcome in by_matter[matter]:
+                escalation.record_delivery(outcome.event)
+            for offset, event in enumerate(escalation.pending):  # an append each: each outcome its own metadata
+                await self._store.append(stream_id(matter), escalation.version + offset, [event],
+                                         Metadata.new("system:notifier"), conn=conn)
 
     async def _refresh_gauge(self) -> None:
         """Open escalations by level, at most every few seconds (a gauge over the read model)."""

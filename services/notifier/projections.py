@@ -8,7 +8,8 @@ own events into the open escalations and their history for the API.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -68,7 +69,10 @@ class AgreementContacts:
 
 class EscalationViews:
     """One row per escalation — each occurrence of a matter is one — (status, level reached) and each
-    escalation's history."""
+    escalation's history.
+
+    A batch of events is folded in with a statement per kind of change (new escalations, levels
+    reached, closes, history rows), not two per event; one event is a batch of one."""
 
     name = "escalations"
     handles = frozenset(m.event_type() for m in (
@@ -76,31 +80,53 @@ class EscalationViews:
         NotificationSent, NotificationFailed))
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        data = REGISTRY.decode(event.type, event.data)
-        match data:
-            case EscalationStarted() as e:
-                await conn.execute(
-                    "INSERT INTO escalations (escalation_id, matter, occurrence, rule, agreement_id, status, levels,"
-                    " trigger_type, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $8)"
-                    " ON CONFLICT DO NOTHING",
-                    e.escalation_id, e.matter, e.occurrence, e.rule, e.agreement_id, e.levels, e.trigger_type,
-                    e.started_at)
-            case EscalationLevelReached() as e:
-                await conn.execute("UPDATE escalations SET level = $2, updated_at = $3 WHERE escalation_id = $1",
-                                   e.escalation_id, e.level, event.time)
-            case EscalationAcknowledged() as e:
-                await self._close(conn, e.escalation_id, "acknowledged", e.acknowledged_by, event)
-            case EscalationResolved() as e:
-                await self._close(conn, e.escalation_id, "resolved", e.resolved_by_type, event)
-        await conn.execute(
-            "INSERT INTO escalation_history VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            event.data["escalation_id"], event.sequence, event.type, event.actor, event.time,
-            json.loads(data.model_dump_json()))
+        await self.apply_batch(conn, [event])
 
-    @staticmethod
-    async def _close(conn: asyncpg.Connection, escalation_id: UUID, status: str, by: str, event: CloudEvent) -> None:
-        await conn.execute("UPDATE escalations SET status = $2, closed_by = $3, updated_at = $4"
-                           " WHERE escalation_id = $1", escalation_id, status, by, event.time)
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        decoded = [(event, REGISTRY.decode(event.type, event.data)) for event in events]
+        started: list[EscalationStarted] = []
+        levels: dict[UUID, tuple[int, datetime]] = {}  # the last level an escalation reached in the batch
+        closes: dict[UUID, tuple[str, str, datetime]] = {}  # the last close (a resolution may follow an ack)
+        for event, data in decoded:
+            match data:
+                case EscalationStarted() as e:
+                    started.append(e)
+                case EscalationLevelReached() as e:
+                    levels[e.escalation_id] = (e.level, event.time)
+                case EscalationAcknowledged() as e:
+                    closes[e.escalation_id] = ("acknowledged", e.acknowledged_by, event.time)
+                case EscalationResolved() as e:
+                    closes[e.escalation_id] = ("resolved", e.resolved_by_type, event.time)
+        if started:
+            await conn.execute(
+                "INSERT INTO escalations (escalation_id, matter, occurrence, rule, agreement_id, status, levels,"
+                " trigger_type, started_at, updated_at)"
+                " SELECT id, matter, occurrence, rule, agreement_id, 'open', levels, trigger_type, at, at"
+                " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::uuid[], $6::int[], $7::text[],"
+                " $8::timestamptz[]) AS s(id, matter, occurrence, rule, agreement_id, levels, trigger_type, at)"
+                " ON CONFLICT DO NOTHING",
+                [e.escalation_id for e in started], [e.matter for e in started], [e.occurrence for e in started],
+                [e.rule for e in started], [e.agreement_id for e in started], [e.levels for e in started],
+                [e.trigger_type for e in started], [e.started_at for e in started])
+        if levels:  # after the inserts: an escalation may start and reach its first level in one batch
+            await conn.execute(
+                "UPDATE escalations AS x SET level = u.level, updated_at = u.at"
+                " FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS u(id, level, at)"
+                " WHERE x.escalation_id = u.id",
+                list(levels), [level for level, _ in levels.values()], [at for _, at in levels.values()])
+        if closes:  # after the levels: a chain closes after the levels it reached
+            await conn.execute(
+                "UPDATE escalations AS x SET status = u.status, closed_by = u.by, updated_at = u.at"
+                " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, status, by, at)"
+                " WHERE x.escalation_id = u.id",
+                list(closes), *(list(column) for column in zip(*closes.values(), strict=True)))
+        await conn.execute(
+            "INSERT INTO escalation_history SELECT id, sequence, event_type, actor, at, data::jsonb"
+            " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])"
+            " AS h(id, sequence, event_type, actor, at, data) ON CONFLICT DO NOTHING",
+            [data.escalation_id for _, data in decoded], [event.sequence for event, _ in decoded],  # type: ignore[attr-defined]
+            [event.type for event, _ in decoded], [event.actor for event, _ in decoded],
+            [event.time for event, _ in decoded], [data.model_dump_json() for _, data in decoded])
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE escalations, escalation_history")

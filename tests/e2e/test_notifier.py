@@ -264,7 +264,9 @@ async def test_an_overdue_query_notifies_by_webhook_and_email_once_and_its_answe
     email = mailbox.to("ann@provider.test")[0]
     assert "level 1/2" in email["Subject"] and "/ack?token=" in email.get_content()
 
-    # the answer stops the chain before level 2
+    # the answer stops the chain before level 2 (sent after both outcomes are recorded, so that the
+    # history below ends with the resolution)
+    await eventually(lambda: _async_len(notifier.events(NotificationSent), 2))
     await publish(amqp_connection, exchange_name, QueryAnswered(
         query_id=query_id, agreement_id=scene.agreement_id, answered_by_side="provider", answer="Done"))
     await eventually(lambda: _async_len(notifier.events(EscalationResolved), 1))

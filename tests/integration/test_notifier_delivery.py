@@ -5,9 +5,9 @@ time zone unless the rule allows it, and every outcome is counted by channel in 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,17 +17,16 @@ import pytest
 from prometheus_client import REGISTRY
 
 from accord_runtime.eventstore import EventStore, Metadata
-from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.postgres import transaction
 from contracts import REGISTRY as EVENTS
 from contracts.notifier import NotificationFailed, NotificationSent, Responsible
 from services.notifier import outbox
 from services.notifier.bootstrap import Notifier
-from services.notifier.channels import Delivery, DeliveryError
+from services.notifier.channels import Delivery, DeliveryError, WebhookSender
 from services.notifier.domain import Escalation, Step, stream_id
 from services.notifier.outbox import DeliveryWorker
 from services.notifier.rules import RuleSet, parse_rules
-from tests.support import eventually
+from tests.support import ScriptedHttpServer, eventually, reply_ok
 
 pytestmark = pytest.mark.servers
 
@@ -44,15 +43,23 @@ ANN, BO, DOWN = person("ann"), person("bo"), person("down")
 
 @dataclass
 class Recorder:
-    """A sender that records what it was given, and fails for the targets in `failing`."""
+    """A sender that records what it was given, fails for the targets in `failing`, and holds the sends
+    to the targets in `held` until `release` is set."""
 
     failing: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     sent: list[tuple[str, datetime]] = field(default_factory=list)
+    notifications: list[uuid.UUID] = field(default_factory=list)
 
     async def send(self, delivery: Delivery) -> None:
+        if delivery.target in self.held:
+            await self.release.wait()
         if delivery.target in self.failing:
             raise DeliveryError("550 mailbox unavailable")
+        await asyncio.sleep(0.005)  # concurrent sends overlap
         self.sent.append((delivery.target, datetime.now(UTC)))
+        self.notifications.append(delivery.notification_id)
 
 
 def rules(*, rate: tuple[int, float] = (20, 3600), quiet: dict[str, Any] | None = None) -> RuleSet:
@@ -105,13 +112,8 @@ class Worker:
 
 
 @pytest.fixture
-async def delivery(pool: asyncpg.Pool, database_url: str, schema: str) -> AsyncIterator[Worker]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn, schema, migrations_in("notifier", "services.notifier"))
-    finally:
-        await conn.close()
-    yield Worker(pool, EventStore(pool, source="/accord/notifier"), Recorder(), Recorder())
+def delivery(notifier_pool: asyncpg.Pool) -> Worker:
+    return Worker(notifier_pool, EventStore(notifier_pool, source="/accord/notifier"), Recorder(), Recorder())
 
 
 def count(name: str, **labels: str) -> float:
@@ -204,6 +206,108 @@ async def test_outcomes_are_counted_by_channel_and_successful_deliveries_timed(d
     assert dead["target"] == DOWN.email and dead["attempts"] == 2
     failed = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationFailed)]
     assert [(f.target, f.attempts) for f in failed] == [(DOWN.email, 2)]
+
+
+async def test_a_batch_sent_concurrently_keeps_to_the_rate_limit_and_a_retry_claimed_with_it_counts(
+    delivery: Worker,
+) -> None:
+    delivery.use(rules(rate=(3, 3600)))
+    delivery.email.failing.add(ANN.email)
+    await delivery.escalate("routine", [ANN], ["email"])
+    assert await delivery.worker.deliver_due() == 1  # fails: retried after the backoff, counted once claimed again
+    delivery.email.failing.clear()
+    await asyncio.sleep(0.1)  # past the retry's backoff: it is due before the new ones
+    for _ in range(4):
+        await delivery.escalate("routine", [ANN], ["email"])
+    deferred_before = notifications("email", "deferred")
+
+    assert await delivery.worker.deliver_due() == 3  # the retry and two new ones: three claims in the window
+    rows = await delivery.rows(ANN.email)
+    assert sorted(row["status"] for row in rows) == ["pending", "pending", "sent", "sent", "sent"]
+    claims = sorted(row["claimed_at"] for row in rows if row["status"] == "sent")
+    for row in rows:
+        if row["status"] == "pending":  # the window opens when the earliest of the three claims leaves it
+            assert row["attempts"] == 0 and row["next_attempt_at"] == claims[0] + timedelta(seconds=3600)
+    assert notifications("email", "deferred") == deferred_before + 2
+    assert len(delivery.email.sent) == 3
+    assert await delivery.worker.deliver_due() == 0
+
+
+async def test_two_workers_sending_batches_concurrently_send_each_notification_once(
+    delivery: Worker, database_url: str, schema: str,
+) -> None:
+    delivery.use(rules(rate=(1000, 3600)))
+    people = [person(f"p{n}") for n in range(60)]
+    for n in range(0, 60, 2):
+        await delivery.escalate("routine", people[n:n + 2], ["email", "webhook:ops"])  # 90 notifications
+    other = await asyncpg.create_pool(database_url, server_settings={"search_path": schema}, min_size=1, max_size=4,
+                                      init=lambda conn: conn.set_type_codec(
+                                          "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"))
+    assert other is not None
+    replica = DeliveryWorker(other, EventStore(other, source="/accord/notifier"), delivery.notifier, batch_size=7)
+    workers = [DeliveryWorker(delivery.pool, delivery.store, delivery.notifier, batch_size=7), replica]
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        await eventually(lambda: delivery.pool.fetchval(
+            "SELECT count(*) = 90 FROM deliveries WHERE status = 'sent'"), timeout=20)
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        await other.close()
+    sent = delivery.email.notifications + delivery.webhook.notifications
+    assert len(sent) == len(set(sent)) == 90
+    outcomes = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationSent)]
+    assert sorted(o.notification_id for o in outcomes) == sorted(sent)  # recorded once each
+    assert {row["attempts"] for row in await delivery.pool.fetch("SELECT attempts FROM deliveries")} == {1}
+
+
+async def test_outcomes_are_recorded_as_sends_end_not_when_the_slowest_of_the_batch_ends(delivery: Worker) -> None:
+    delivery.use(rules())
+    delivery.email.held.add(DOWN.email)
+    await delivery.escalate("routine", [ANN, BO, DOWN], ["email"])
+    batch = asyncio.create_task(delivery.worker.deliver_due())
+    try:
+        await eventually(lambda: delivery.pool.fetchval(
+            "SELECT count(*) = 2 FROM deliveries WHERE status = 'sent'"), timeout=5)
+        (held,) = await delivery.rows(DOWN.email)
+        assert held["status"] == "sending" and not batch.done()
+    finally:
+        delivery.email.release.set()
+    assert await batch == 3
+    assert [row["status"] for row in await delivery.rows(DOWN.email)] == ["sent"]
+    sent = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationSent)]
+    assert sorted(o.target for o in sent) == sorted([ANN.email, BO.email, DOWN.email])
+
+
+async def test_webhooks_on_a_kept_connection_are_retried_after_a_failed_attempt_and_recorded_once(
+    delivery: Worker,
+) -> None:
+    failing_once = {2}  # the second request answers 500: its notification is retried after the backoff
+    hooks = ScriptedHttpServer(reply=lambda n: (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n" if n in failing_once
+                                                else reply_ok(n)))
+    async with hooks.listening("/hooks/ops"):
+        delivery.use(rules())
+        sender = WebhookSender({"ops": hooks.url}, b"test-webhook-secret", timeout=1)
+        delivery.worker = DeliveryWorker(delivery.pool, delivery.store, replace(
+            delivery.notifier, senders={"email": delivery.email, "webhook": sender, "slack": sender}), batch_size=1)
+        for _ in range(3):
+            await delivery.escalate("routine", [], ["webhook:ops"])
+        task = asyncio.create_task(delivery.worker.run())
+        try:
+            await eventually(lambda: delivery.pool.fetchval(
+                "SELECT count(*) = 3 FROM deliveries WHERE status = 'sent'"), timeout=10)
+        finally:
+            delivery.worker.stop()
+            await asyncio.wait_for(task, 5)
+            await sender.close()
+    assert len(hooks.requests) == 4 and hooks.connections == 1  # one after the other, on one connection
+    ids = [request.headers["x-accord-notification-id"] for request in hooks.requests]
+    assert len(set(ids)) == 3 and ids.count(ids[1]) == 2  # the failed one again, the others once
+    attempts = {str(r["notification_id"]): r["attempts"] for r in await delivery.rows("ops")}
+    assert attempts[ids[1]] == 2 and sorted(attempts.values()) == [1, 1, 2]
+    sent = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationSent)]
+    assert sorted(str(o.notification_id) for o in sent) == sorted(set(ids))
 
 
 async def _sent(pool: asyncpg.Pool, notification_id: uuid.UUID) -> bool:

@@ -57,6 +57,18 @@ def test_steps_fire_in_order_and_a_stale_or_repeated_timer_fires_nothing() -> No
     assert not escalation.expects(Step(3, 0))  # past the chain's last level
 
 
+def test_once_appended_the_next_decision_s_events_follow_in_the_stream() -> None:
+    escalation = Escalation(MATTER)
+    escalation.start(rule="late", agreement_id=uuid.uuid4(), levels=1, trigger_event_id=uuid.uuid4(),
+                     trigger_type="accord.queries.QueryOverdue.v1", trigger_data={}, now=NOW)
+    started_events = list(escalation.pending)
+    escalation.appended()
+    assert (escalation.version, escalation.pending) == (1, [])
+    assert escalation.reach(Step(1, 0), [ANN], 1, NOW)
+    assert escalation.version == 1 and len(escalation.pending) == 1  # appended at version 1, after the start
+    assert Escalation.replay(MATTER, started_events + escalation.pending).reached == Step(1, 0)
+
+
 def test_acknowledgement_stops_the_chain_and_a_second_one_is_refused() -> None:
     escalation = started()
     escalation.reach(Step(1, 0), [ANN], 1, NOW)
