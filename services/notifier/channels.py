@@ -7,9 +7,7 @@ records the outcome in a new transaction.
 Webhooks go out over HTTP/1.1 on the event loop (h11 for the protocol, asyncio streams for the
 sockets), on connections kept open per origin between deliveries: no thread and no new connection
 (or TLS handshake) per webhook. A connection is reused only after a complete exchange the server did
-not end, and not if it closed meanwhile; should the server close a kept connection before answering
-(its idle timeout, just then), the request goes once more on a new one (receivers dedupe by the
-notification id, as for every retry). Each request has one timeout, connection included. HTTP
+not end, and not if it closed meanwhile; each request has one timeout, connection included. HTTP
 ignores proxy variables and does not follow redirects (a 3xx is a failed attempt), so a delivery
 goes exactly where the rules say. (httpx's AsyncClient cost more CPU per webhook than a thread
 with urllib did, measured in bench (h).) SMTP uses the standard library in a worker
