@@ -91,7 +91,6 @@ def build_router(notifier: Notifier) -> APIRouter:
             worker.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
-            await notifier.close()
 
     router = APIRouter(tags=["escalations"], lifespan=deliveries)
 

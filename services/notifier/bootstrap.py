@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from services.notifier.channels import EmailSender, KeepsConnections, Sender, SmtpConfig, WebhookSender
+from services.notifier.channels import EmailSender, Sender, SmtpConfig, WebhookSender
 from services.notifier.rules import RulesError, RuleSet, load_rules
 from services.notifier.settings import NotifierSettings
 from services.notifier.signing import AckSigner
@@ -21,12 +21,6 @@ class Notifier:
     senders: dict[str, Sender]  # channel → sender
     poll_seconds: float = 1.0
     source: str = SOURCE
-
-    async def close(self) -> None:
-        """Close the senders' open connections (once the delivery worker has stopped)."""
-        for sender in {id(sender): sender for sender in self.senders.values()}.values():
-            if isinstance(sender, KeepsConnections):
-                await sender.close()
 
     def ack_url(self, escalation_id: UUID, recipient: str) -> str | None:
         """The signed acknowledge link for one recipient, or None without a signing key."""

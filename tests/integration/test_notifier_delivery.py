@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,11 +22,11 @@ from contracts import REGISTRY as EVENTS
 from contracts.notifier import NotificationFailed, NotificationSent, Responsible
 from services.notifier import outbox
 from services.notifier.bootstrap import Notifier
-from services.notifier.channels import Delivery, DeliveryError, WebhookSender
+from services.notifier.channels import Delivery, DeliveryError
 from services.notifier.domain import Escalation, Step, stream_id
 from services.notifier.outbox import DeliveryWorker
 from services.notifier.rules import RuleSet, parse_rules
-from tests.support import ScriptedHttpServer, eventually, reply_ok
+from tests.support import eventually
 
 pytestmark = pytest.mark.servers
 
@@ -278,36 +278,6 @@ async def test_outcomes_are_recorded_as_sends_end_not_when_the_slowest_of_the_ba
     assert [row["status"] for row in await delivery.rows(DOWN.email)] == ["sent"]
     sent = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationSent)]
     assert sorted(o.target for o in sent) == sorted([ANN.email, BO.email, DOWN.email])
-
-
-async def test_webhooks_on_a_kept_connection_are_retried_after_a_failed_attempt_and_recorded_once(
-    delivery: Worker,
-) -> None:
-    failing_once = {2}  # the second request answers 500: its notification is retried after the backoff
-    hooks = ScriptedHttpServer(reply=lambda n: (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n" if n in failing_once
-                                                else reply_ok(n)))
-    async with hooks.listening("/hooks/ops"):
-        delivery.use(rules())
-        sender = WebhookSender({"ops": hooks.url}, b"test-webhook-secret", timeout=1)
-        delivery.worker = DeliveryWorker(delivery.pool, delivery.store, replace(
-            delivery.notifier, senders={"email": delivery.email, "webhook": sender, "slack": sender}), batch_size=1)
-        for _ in range(3):
-            await delivery.escalate("routine", [], ["webhook:ops"])
-        task = asyncio.create_task(delivery.worker.run())
-        try:
-            await eventually(lambda: delivery.pool.fetchval(
-                "SELECT count(*) = 3 FROM deliveries WHERE status = 'sent'"), timeout=10)
-        finally:
-            delivery.worker.stop()
-            await asyncio.wait_for(task, 5)
-            await sender.close()
-    assert len(hooks.requests) == 4 and hooks.connections == 1  # one after the other, on one connection
-    ids = [request.headers["x-accord-notification-id"] for request in hooks.requests]
-    assert len(set(ids)) == 3 and ids.count(ids[1]) == 2  # the failed one again, the others once
-    attempts = {str(r["notification_id"]): r["attempts"] for r in await delivery.rows("ops")}
-    assert attempts[ids[1]] == 2 and sorted(attempts.values()) == [1, 1, 2]
-    sent = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationSent)]
-    assert sorted(str(o.notification_id) for o in sent) == sorted(set(ids))
 
 
 async def _sent(pool: asyncpg.Pool, notification_id: uuid.UUID) -> bool:
