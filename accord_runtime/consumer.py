@@ -104,7 +104,7 @@ def readable(envelope: CloudEvent, registry: EventRegistry) -> CloudEvent:
 
     Raises `UnknownEventType` for a type this build cannot read, or the validation error.
     """
-    data = registry.decode(envelope.type, envelope.data)
+    data = registry.validate(envelope.type, envelope.data)
     current = {"type": data.event_type(), "data": data.model_dump(mode="json")}
     return envelope.model_copy(update=current)
 

@@ -63,25 +63,39 @@ class EventRegistry:
         service, name, _ = parse_type(event_type)
         return (service, name) in self._current
 
-    def decode(self, event_type: str, data: dict[str, Any]) -> EventData:
-        """Validate `data` as `event_type`, upcasting old versions to the current model.
+    def validate(self, event_type: str, data: dict[str, Any]) -> EventData:
+        """Validate `data` from outside (a message from the bus) as `event_type`, upcasting old
+        versions to the current model.
 
         Readers are tolerant within a version: a field this build does not know is ignored, so a
         producer may add optional fields to a version without breaking older consumers. Anything
         else — a field removed, renamed, retyped or made required — is a new version. Producers
         stay strict: models forbid unknown fields when built in code.
         """
+        model, known = self._current_form(event_type, data)
+        # Validate in JSON mode: strict about types, yet accepting the wire forms of UUIDs and times.
+        return model.model_validate_json(json.dumps(known))
+
+    def decode(self, event_type: str, data: dict[str, Any]) -> EventData:
+        """The model of `data` validated before: read from the service's own event store (its
+        models checked it when it was appended) or from a message `validate` accepted. Old
+        versions are upcast and unknown fields ignored as in `validate`, but the JSON forms are
+        converted without the JSON round trip (a quarter of the cost), and each data dict is
+        decoded once for all the projections of a batch.
+        """
         key = (id(data), event_type)
         recent = self._recent.get(key)
         if recent is not None and recent[0] is data:
             return recent[1]
-        decoded = self._decode(event_type, data)
+        model, known = self._current_form(event_type, data)
+        decoded = model.model_validate(known, strict=False)
         if len(self._recent) >= _RECENT:
             del self._recent[next(iter(self._recent))]  # the oldest
         self._recent[key] = (data, decoded)
         return decoded
 
-    def _decode(self, event_type: str, data: dict[str, Any]) -> EventData:
+    def _current_form(self, event_type: str, data: dict[str, Any]) -> tuple[type[EventData], dict[str, Any]]:
+        """The current model of `event_type` and `data` upcast to it, without unknown fields."""
         service, name, version = parse_type(event_type)
         current = self._current.get((service, name))
         if current is None or version > current:
@@ -90,9 +104,7 @@ class EventRegistry:
             event_type, step = self._upcasters[event_type]
             data = step(data)
         model = self.model(event_type)
-        known = {key: value for key, value in data.items() if key in model.model_fields}
-        # Validate in JSON mode: strict about types, yet accepting the wire forms of UUIDs and times.
-        return model.model_validate_json(json.dumps(known))
+        return model, {key: value for key, value in data.items() if key in model.model_fields}
 
     def __iter__(self) -> Iterator[type[EventData]]:
         return iter(sorted(self._models.values(), key=lambda m: m.event_type()))

@@ -61,13 +61,25 @@ def test_bad_envelopes_are_refused(change: dict[str, Any]) -> None:
         CloudEvent.model_validate_json(json.dumps(envelope(drafted_data()) | change))
 
 
-def test_unknown_and_newer_types_are_refused_deliberately() -> None:
+@pytest.mark.parametrize("read", ["validate", "decode"])
+def test_unknown_and_newer_types_are_refused_deliberately(read: str) -> None:
     with pytest.raises(UnknownEventType):
-        REGISTRY.decode("accord.agreements.AgreementDrafted.v2", drafted_data())
+        getattr(REGISTRY, read)("accord.agreements.AgreementDrafted.v2", drafted_data())
     with pytest.raises(UnknownEventType):
-        REGISTRY.decode("accord.agreements.SomethingElse.v1", {})
+        getattr(REGISTRY, read)("accord.agreements.SomethingElse.v1", {})
     with pytest.raises(ValidationError):
-        REGISTRY.decode("accord.agreements.AgreementDrafted.v1", drafted_data() | {"title": 5})
+        getattr(REGISTRY, read)("accord.agreements.AgreementDrafted.v1", drafted_data() | {"title": 5})
+
+
+def test_validating_is_strict_decoding_reads_the_wire_forms_alike() -> None:
+    """`validate` (data from outside) refuses what only a lax reading would take; `decode` (data
+    validated before) gives the same model for every event's wire form, and decodes a dict once."""
+    with pytest.raises(ValidationError):
+        REGISTRY.validate("accord.agreements.AgreementActivated.v1",
+                          {"agreement_id": str(uuid.uuid4()), "agreement_version": "3"})
+    data, drafted = drafted_data(), AgreementDrafted.event_type()
+    assert REGISTRY.decode(drafted, data) == REGISTRY.validate(drafted, data)
+    assert REGISTRY.decode(drafted, data) is REGISTRY.decode(drafted, data)
 
 
 def test_old_versions_are_upcast_to_the_current_model() -> None:
@@ -93,7 +105,7 @@ def test_old_versions_are_upcast_to_the_current_model() -> None:
         return data | {"weight": 1}
 
     event = registry.decode("accord.test.ThingHappened.v1", {"label": "a"})
-    assert event == ThingV2(label="a", weight=1)
+    assert event == ThingV2(label="a", weight=1) == registry.validate("accord.test.ThingHappened.v1", {"label": "a"})
     with pytest.raises(UnknownEventType):
         registry.decode("accord.test.ThingHappened.v3", {"label": "a", "weight": 2})
 
@@ -105,7 +117,7 @@ def test_readers_ignore_fields_added_to_a_version_but_producers_are_strict() -> 
     with pytest.raises(ValidationError):
         AgreementDrafted(**{**drafted_data(), "added_later": "x"})
     with pytest.raises(ValidationError):  # a known field of the wrong type is still refused
-        REGISTRY.decode("accord.agreements.AgreementDrafted.v1", data | {"drafted_by_side": "nobody"})
+        REGISTRY.validate("accord.agreements.AgreementDrafted.v1", data | {"drafted_by_side": "nobody"})
 
 
 def test_a_trusted_envelope_is_the_constructed_one() -> None:
