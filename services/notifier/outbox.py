@@ -154,7 +154,10 @@ class DeliveryWorker(DueWorker):
         self._gauge_at = 0.0
 
     async def drain(self) -> int:
-        return await self.deliver_due()  # one batch: the loop looks again after it
+        """One batch (the loop looks again after it): how many rows were claimed or deferred."""
+        claimed, deferred = await self.claim()
+        await self._send(claimed)
+        return len(claimed) + deferred
 
     async def next_due(self) -> datetime | None:
         await self._refresh_gauge()  # every turn of the loop looks here; the gauge itself is refreshed every 5 s
@@ -166,7 +169,11 @@ class DeliveryWorker(DueWorker):
     async def deliver_due(self) -> int:
         """Claim a batch of due notifications and send them concurrently, recording the outcomes of the
         sends that ended together in one transaction; how many were claimed."""
-        claimed = await self.claim()
+        claimed, _ = await self.claim()
+        await self._send(claimed)
+        return len(claimed)
+
+    async def _send(self, claimed: list[Delivery]) -> None:
         sending = {asyncio.ensure_future(self._attempt(delivery)) for delivery in claimed}
         try:
             while sending:
@@ -176,11 +183,10 @@ class DeliveryWorker(DueWorker):
             for task in sending:  # recording failed (or the worker is cancelled): leases bring these back
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
-        return len(claimed)
 
-    async def claim(self) -> list[Delivery]:
+    async def claim(self) -> tuple[list[Delivery], int]:
         """Claim up to a batch of due rows in one transaction; rows in quiet hours or over their
-        target's rate limit are deferred instead."""
+        target's rate limit are deferred instead. The claimed rows, and how many were deferred."""
         rules = self._notifier.rules
         lease = timedelta(seconds=rules.delivery.timeout_seconds * 3 + 5)
         async with transaction(self._pool) as conn:
@@ -189,7 +195,7 @@ class DeliveryWorker(DueWorker):
                                     now - timedelta(seconds=rules.defaults.rate_limit.per_seconds),
                                     rules.defaults.rate_limit.max)
             if not rows:
-                return []
+                return [], 0
             later = await self._deferrals(conn, rows, now)
             claimed = [row for row in rows if row["notification_id"] not in later]
             if later:
@@ -205,7 +211,7 @@ class DeliveryWorker(DueWorker):
         for row in rows:
             if row["notification_id"] in later:
                 metrics.NOTIFICATIONS.labels(row["channel"], "deferred").inc()
-        return [_delivery(row, row["attempts"] + 1) for row in claimed]
+        return [_delivery(row, row["attempts"] + 1) for row in claimed], len(later)
 
     async def _deferrals(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record],
                          now: datetime) -> dict[UUID, datetime]:
