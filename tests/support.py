@@ -10,9 +10,10 @@ T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02
+    check: Callable[[], Awaitable[T | None]], timeout: float = 10.0, interval: float = 0.02
 ) -> T:
-    """Await `check()` until it returns a truthy value (returned) or `timeout` passes (AssertionError)."""
+    """Await `check()` until it returns a truthy value (returned: never None) or `timeout` passes
+    (AssertionError)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()

@@ -98,22 +98,19 @@ async def cancel_pending(conn: asyncpg.Connection, escalation_id: UUID) -> int:
 
 # --- the worker ---------------------------------------------------------------------------------
 
+# Due rows, each with its target's claims in the rate-limit window ($2: since when), counted no further
+# than the limit ($3): the index on (channel, target, claimed_at) finds them, and the count stops at
+# the limit however busy the target is.
 _CANDIDATES = """
-SELECT * FROM deliveries
-WHERE (status = 'pending' AND next_attempt_at <= now()) OR (status = 'sending' AND lease_until < now())
-ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
-"""
-
-# Claims in a target's rate-limit window, per target, counted no further than the limit (the index on
-# (channel, target, claimed_at) finds them; the count stops at the limit however busy the target is).
-_RECENT_CLAIMS = """
-SELECT t.channel, t.target, (
+SELECT d.*, (
     SELECT count(*) FROM (
-        SELECT FROM deliveries AS d
-        WHERE d.channel = t.channel AND d.target = t.target AND d.claimed_at > $3 AND d.status IN ('sending', 'sent')
-        LIMIT $4) AS capped
-) AS recent
-FROM unnest($1::text[], $2::text[]) AS t(channel, target)
+        SELECT FROM deliveries AS r
+        WHERE r.channel = d.channel AND r.target = d.target AND r.claimed_at > $2 AND r.status IN ('sending', 'sent')
+        LIMIT $3) AS capped
+) AS recent_claims
+FROM deliveries AS d
+WHERE (d.status = 'pending' AND d.next_attempt_at <= now()) OR (d.status = 'sending' AND d.lease_until < now())
+ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
 """
 
 # The (n+1)-th latest claim in a target's window: when it leaves the window, the target has room again.
@@ -157,7 +154,10 @@ class DeliveryWorker(DueWorker):
         self._gauge_at = 0.0
 
     async def drain(self) -> int:
-        return await self.deliver_due()  # one batch: the loop looks again after it
+        """One batch (the loop looks again after it): how many rows were claimed or deferred."""
+        claimed, deferred = await self.claim()
+        await self._send(claimed)
+        return len(claimed) + deferred
 
     async def next_due(self) -> datetime | None:
         await self._refresh_gauge()  # every turn of the loop looks here; the gauge itself is refreshed every 5 s
@@ -169,7 +169,11 @@ class DeliveryWorker(DueWorker):
     async def deliver_due(self) -> int:
         """Claim a batch of due notifications and send them concurrently, recording the outcomes of the
         sends that ended together in one transaction; how many were claimed."""
-        claimed = await self.claim()
+        claimed, _ = await self.claim()
+        await self._send(claimed)
+        return len(claimed)
+
+    async def _send(self, claimed: list[Delivery]) -> None:
         sending = {asyncio.ensure_future(self._attempt(delivery)) for delivery in claimed}
         try:
             while sending:
@@ -179,17 +183,19 @@ class DeliveryWorker(DueWorker):
             for task in sending:  # recording failed (or the worker is cancelled): leases bring these back
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
-        return len(claimed)
 
-    async def claim(self) -> list[Delivery]:
+    async def claim(self) -> tuple[list[Delivery], int]:
         """Claim up to a batch of due rows in one transaction; rows in quiet hours or over their
-        target's rate limit are deferred instead."""
-        lease = timedelta(seconds=self._notifier.rules.delivery.timeout_seconds * 3 + 5)
+        target's rate limit are deferred instead. The claimed rows, and how many were deferred."""
+        rules = self._notifier.rules
+        lease = timedelta(seconds=rules.delivery.timeout_seconds * 3 + 5)
         async with transaction(self._pool) as conn:
             now = datetime.now(UTC)
-            rows = await conn.fetch(_CANDIDATES, self._batch_size)
+            rows = await conn.fetch(_CANDIDATES, self._batch_size,
+                                    now - timedelta(seconds=rules.defaults.rate_limit.per_seconds),
+                                    rules.defaults.rate_limit.max)
             if not rows:
-                return []
+                return [], 0
             later = await self._deferrals(conn, rows, now)
             claimed = [row for row in rows if row["notification_id"] not in later]
             if later:
@@ -205,7 +211,7 @@ class DeliveryWorker(DueWorker):
         for row in rows:
             if row["notification_id"] in later:
                 metrics.NOTIFICATIONS.labels(row["channel"], "deferred").inc()
-        return [_delivery(row, row["attempts"] + 1) for row in claimed]
+        return [_delivery(row, row["attempts"] + 1) for row in claimed], len(later)
 
     async def _deferrals(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record],
                          now: datetime) -> dict[UUID, datetime]:
@@ -219,22 +225,18 @@ class DeliveryWorker(DueWorker):
                 end = quiet_until(now, quiet, row["timezone"])
                 if end is not None:
                     later[row["notification_id"]] = end
-        rated = [row for row in rows if row["notification_id"] not in later]
-        if not rated:
-            return later
         window = timedelta(seconds=limit.per_seconds)
         since = now - window
-        targets = sorted({(row["channel"], row["target"]) for row in rated})
-        recent = {(r["channel"], r["target"]): r["recent"] for r in await conn.fetch(
-            _RECENT_CLAIMS, [channel for channel, _ in targets], [target for _, target in targets], since, limit.max)}
         added: Counter[tuple[str, str]] = Counter()  # this batch's claims so far, per target
-        for row in rated:
+        for row in rows:
+            if row["notification_id"] in later:
+                continue
             target = (row["channel"], row["target"])
             if row["attempts"] > 0:  # a retry of a notification already counted against the target …
                 if row["status"] == "pending" or row["claimed_at"] <= since:
                     added[target] += 1  # … which counts again once claimed, unless its last claim still does
                 continue
-            if recent[target] + added[target] < limit.max:
+            if row["recent_claims"] + added[target] < limit.max:
                 added[target] += 1
                 continue
             # the window opens when the limit-th latest claim leaves it (this batch's are the latest)

@@ -106,6 +106,11 @@ class Worker:
         escalation.pending.clear()
         return escalation
 
+    async def emails(self, people: list[Responsible]) -> None:
+        """A routine chain per person, in order, each emailing that person."""
+        for one in people:
+            await self.escalate("routine", [one], ["email"])
+
     async def rows(self, target: str) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM deliveries WHERE target = $1 ORDER BY created_at, claimed_at",
                                      target)
@@ -128,9 +133,7 @@ async def test_the_rate_limit_defers_a_target_s_excess_to_the_window_opening_and
     delivery: Worker,
 ) -> None:
     delivery.use(rules(rate=(2, 2.0)))
-    for _ in range(3):
-        await delivery.escalate("routine", [ANN], ["email"])
-    await delivery.escalate("routine", [BO], ["email"])
+    await delivery.emails([ANN] * 3 + [BO])
     deferred_before = notifications("email", "deferred")
 
     assert await delivery.worker.deliver_due() == 3  # ann twice, bo once; ann's third waits
@@ -231,6 +234,16 @@ async def test_a_batch_sent_concurrently_keeps_to_the_rate_limit_and_a_retry_cla
     assert notifications("email", "deferred") == deferred_before + 2
     assert len(delivery.email.sent) == 3
     assert await delivery.worker.deliver_due() == 0
+
+
+async def test_deferring_a_batch_counts_as_work_so_the_worker_moves_on_to_the_rows_behind_it(
+    delivery: Worker,
+) -> None:
+    delivery.use(rules(rate=(1, 3600)))
+    await delivery.emails([ANN] * 25 + [BO])
+    assert await delivery.worker.drain() == 20  # one claimed, nineteen deferred: the loop looks again at once
+    assert await delivery.worker.drain() == 6  # the other five deferred, and bo's sent
+    assert sorted(target for target, _ in delivery.email.sent) == [ANN.email, BO.email]
 
 
 async def test_two_workers_sending_batches_concurrently_send_each_notification_once(
