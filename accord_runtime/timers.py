@@ -75,9 +75,10 @@ class DueWorker:
 
     _what = "due worker"  # names the worker in logs
 
-    def __init__(self, *, max_sleep: float, idle_pause: float = 0.05) -> None:
+    def __init__(self, *, max_sleep: float, idle_pause: float = 0.05, min_interval: float = 0.0) -> None:
         self._max_sleep = max_sleep
         self._idle_pause = min(idle_pause, max_sleep)
+        self._min_interval = min_interval  # wake-ups closer than this after a look coalesce into one
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -113,9 +114,14 @@ class DueWorker:
             except TRANSIENT_ERRORS as error:
                 log.warning(f"{self._what} interrupted; retrying", error=str(error))
                 pause = 1.0
+            looked_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._wake.wait()
+                    # Woken, not due: wake-ups within `min_interval` of the last look make one look.
+                    rest = looked_at + self._min_interval - time.monotonic()
+                    if rest > 0 and not self._stopping.is_set():
+                        await asyncio.sleep(rest)
 
     def _seconds_until(self, due: datetime | None) -> float:
         if due is None:
@@ -130,8 +136,10 @@ class TimerScheduler(DueWorker):
 
     def __init__(self, pool: asyncpg.Pool, handlers: Mapping[str, TimerHandler], *, service: str,
                  batch_size: int = 200, max_sleep: float = 5.0, retry_delay: float = 30.0,
-                 on_commit: Callable[[], None] | None = None) -> None:
-        super().__init__(max_sleep=max_sleep)
+                 on_commit: Callable[[], None] | None = None, min_interval: float = 0.05) -> None:
+        # Every committed append rings the doorbell and so wakes the scheduler, while the timers
+        # appends set fall due minutes or days later: one look per `min_interval` is enough.
+        super().__init__(max_sleep=max_sleep, min_interval=min_interval)
         self._pool = pool
         self._handlers = dict(handlers)
         self._service = service

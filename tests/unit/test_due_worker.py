@@ -16,8 +16,8 @@ from accord_runtime.timers import DueWorker
 class Tasks(DueWorker):
     """Due times in memory; `claimable` False plays another replica holding every due item."""
 
-    def __init__(self, *, max_sleep: float = 30.0, idle_pause: float = 0.05) -> None:
-        super().__init__(max_sleep=max_sleep, idle_pause=idle_pause)
+    def __init__(self, *, max_sleep: float = 30.0, idle_pause: float = 0.05, min_interval: float = 0.0) -> None:
+        super().__init__(max_sleep=max_sleep, idle_pause=idle_pause, min_interval=min_interval)
         self.due: list[datetime] = []
         self.claimable = True
         self.looks = 0
@@ -86,3 +86,24 @@ async def test_due_work_another_replica_holds_is_retried_after_a_pause_not_in_a_
     tasks.claimable = True
     await asyncio.sleep(0.1)
     assert tasks.handled == 1
+
+
+async def test_wake_ups_close_together_make_one_look_but_due_times_are_kept() -> None:
+    """With `min_interval`, a burst of wake-ups (one per committed append) costs one look per
+    interval; work falling due is still handled on time, since due times are not wake-ups."""
+    worker = Tasks(min_interval=0.2)
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.02)
+        looks = worker.looks
+        for _ in range(50):
+            worker.wake()
+            await asyncio.sleep(0.002)
+        assert worker.looks - looks <= 2  # 50 wake-ups in ~0.1 s: at most one look more, plus the last
+        worker.due.append(datetime.now(UTC) + timedelta(seconds=0.3))
+        worker.wake()
+        await asyncio.sleep(0.6)
+        assert worker.handled == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 2)
