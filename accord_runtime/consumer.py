@@ -175,6 +175,8 @@ class BusConsumer:
         self._single_active_consumer = single_active_consumer
         self._max_message_bytes = max_message_bytes  # no Accord event comes near it
         self._batch_size = max(1, batch_size)  # messages handled in one transaction, at most
+        # Projections only: a batch goes to each at once; with a policy, event by event (see below).
+        self._projections_only = all(isinstance(h, Projection) for h in self._handlers)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -369,7 +371,7 @@ class BusConsumer:
                         [r.envelope.type for r in received], [r.body for r in received])
                     stored = {row["event_id"] for row in rows}
                     new = list({r.event.id: r.event for r in received if r.event.id in stored}.values())
-                    if all(isinstance(h, Projection) for h in self._handlers):
+                    if self._projections_only:
                         for handler in self._handlers:
                             running = handler.name
                             await apply_all(handler, conn, [e for e in new if e.type in handler.handles])

@@ -224,8 +224,8 @@ class EventStore:
 
         With `conn`, the append joins the caller's transaction (e.g. a consumer's inbox write);
         the caller must then call `notify_appended()` after its commit (`doorbell.work_left()`
-        tells whether it has to). Without, it may share
-        its transaction with appends to other streams made at the same moment (`_GroupCommit`).
+        tells whether it has to). Without, it may share its transaction with appends to other
+        streams made at the same moment (`_GroupCommit`).
         """
         if not events:
             raise ValueError("nothing to append")
@@ -372,11 +372,11 @@ class _GroupCommit:
                 group = self._take()
                 try:
                     outcomes = await self._write_group([request for request, _ in group])
-                except BaseException as error:
+                except Exception as error:  # noqa: BLE001 (each caller of the group gets it)
                     outcomes = [error] * len(group)
-                    if not isinstance(error, Exception):  # cancelled: tell the callers, then stop
-                        _settle(group, outcomes)
-                        raise
+                except BaseException as error:  # cancelled: tell the callers, then stop
+                    _settle(group, [error] * len(group))
+                    raise
                 _settle(group, outcomes)
         finally:
             self._draining -= 1  # no await since the queue was seen empty: no append is stranded

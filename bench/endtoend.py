@@ -28,6 +28,7 @@ from bench.naive import NAIVE_SUSTAINED
 from bench.report import Figure, Target
 from bench.service import draft, register_parties, running, settings_for
 from services.agreements import handlers
+from services.queries.main import DEFINITION as QUERIES
 
 START_TIMEOUT = 60.0
 
@@ -108,6 +109,6 @@ async def _delete_queues(amqp_url: str, queue_prefix: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        for consumer in ("parties", "agreements"):
+        for consumer in QUERIES.consumers:
             for suffix in ("", ".dlq"):
-                await channel.queue_delete(f"{queue_prefix}.queries.{consumer}{suffix}")
+                await channel.queue_delete(f"{queue_prefix}.queries.{consumer.name}{suffix}")
