@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, cast
 from uuid import UUID
@@ -176,7 +176,7 @@ class BusConsumer:
         self._max_message_bytes = max_message_bytes  # no Accord event comes near it
         self._batch_size = max(1, batch_size)  # messages handled in one transaction, at most
         # Projections only: a batch goes to each at once; with a policy, event by event (see below).
-        self._projections_only = all(isinstance(h, Projection) for h in self._handlers)
+        self._policy_types = frozenset(t for h in self._handlers if not isinstance(h, Projection) for t in h.handles)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -357,8 +357,8 @@ class BusConsumer:
 
     async def _store_and_apply(self, received: list[_Received]) -> set[UUID]:
         """In one transaction, store what was received in the inbox, apply the events not seen before; return
-        the ids applied. Projections take the batch at once; with a policy among the handlers,
-        each event goes through every handler before the next one (the order a policy sees).
+        the ids applied. Projections fold the events between two a policy handles at once; an
+        event a policy handles goes through every handler before the next one (see `_segments`).
         Raises `_Transient` or `_Rejected` (nothing committed) if that fails."""
         running: str | None = None
         noted = work_left()
@@ -371,16 +371,16 @@ class BusConsumer:
                         [r.envelope.type for r in received], [r.body for r in received])
                     stored = {row["event_id"] for row in rows}
                     new = list({r.event.id: r.event for r in received if r.event.id in stored}.values())
-                    if self._projections_only:
-                        for handler in self._handlers:
-                            running = handler.name
-                            await apply_all(handler, conn, [e for e in new if e.type in handler.handles])
-                    else:
-                        for event in new:
+                    for segment, policy_sees_it in self._segments(new):
+                        if policy_sees_it:
                             for handler in self._handlers:
-                                if event.type in handler.handles:
+                                if segment[0].type in handler.handles:
                                     running = handler.name
-                                    await handler.apply(conn, event)
+                                    await handler.apply(conn, segment[0])
+                        else:
+                            for handler in self._handlers:
+                                running = handler.name
+                                await apply_all(handler, conn, [e for e in segment if e.type in handler.handles])
         except Exception as error:
             if is_transient(error):
                 raise _Transient(error) from error
@@ -388,6 +388,22 @@ class BusConsumer:
         if self._on_commit and work_left() != noted:
             self._on_commit()  # the handlers appended events or set timers
         return stored
+
+    def _segments(self, events: list[CloudEvent]) -> Iterator[tuple[list[CloudEvent], bool]]:
+        """`events` cut into runs that only projections handle (folded as one batch by each) and
+        single events a policy handles (True: each goes through every handler before the next
+        event, the order a policy sees; the projections before it have folded what preceded it)."""
+        run: list[CloudEvent] = []
+        for event in events:
+            if event.type in self._policy_types:
+                if run:
+                    yield run, False
+                    run = []
+                yield [event], True
+            else:
+                run.append(event)
+        if run:
+            yield run, False
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()

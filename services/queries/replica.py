@@ -9,6 +9,7 @@ queries, so an agreement's organisations are known before its first clarificatio
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -28,14 +29,23 @@ class AgreementTerms:
     handles = frozenset({AgreementDrafted.event_type(), SLAPolicySet.event_type()})
 
     async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
-        match REGISTRY.decode(event.type, event.data):
-            case AgreementDrafted() as e:
-                await conn.execute("INSERT INTO agreement_terms VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                                   e.agreement_id, e.client_organisation_id, e.provider_organisation_id)
-            case SLAPolicySet() as e:
-                await conn.execute(
-                    "INSERT INTO sla_policy_versions VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    e.agreement_id, event.sequence, e.policy.model_dump(mode="json"), e.effective_from)
+        await self.apply_batch(conn, [event])
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        """Insert the batch's agreements and policy versions, one statement each (rows only ever added)."""
+        terms, policies = [], []
+        for event in events:
+            match REGISTRY.decode(event.type, event.data):
+                case AgreementDrafted() as e:
+                    terms.append((e.agreement_id, e.client_organisation_id, e.provider_organisation_id))
+                case SLAPolicySet() as e:
+                    policies.append((e.agreement_id, event.sequence, e.policy.model_dump(mode="json"),
+                                     e.effective_from))
+        if terms:
+            await conn.executemany("INSERT INTO agreement_terms VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", terms)
+        if policies:
+            await conn.executemany("INSERT INTO sla_policy_versions VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                                   policies)
 
     async def clear(self, conn: asyncpg.Connection) -> None:
         await conn.execute("TRUNCATE agreement_terms, sla_policy_versions")

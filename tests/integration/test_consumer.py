@@ -493,6 +493,43 @@ async def test_a_failing_message_in_a_batch_fails_alone(bus: Bus, pool: asyncpg.
     assert 1 <= projection.calls[exploding.id] <= 2  # in its batch (rolled back), then alone
 
 
+class StatusWitness:
+    """A policy on activations: notes the read model's row of the agreement as it sees it then."""
+
+    name = "status_witness"
+    handles = frozenset({ACTIVATED})
+
+    def __init__(self) -> None:
+        self.seen: dict[uuid.UUID, tuple[str, int] | None] = {}
+
+    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
+        agreement = uuid.UUID(event.data["agreement_id"])
+        self.seen[agreement] = (await read_model(conn)).get(agreement)
+
+
+async def test_a_policy_sees_the_projections_of_its_consumer_up_to_its_event(bus: Bus, pool: asyncpg.Pool) -> None:
+    """In a batch, the projections fold the events between two a policy handles at once, and
+    each event the policy handles has gone through the handlers before it (here: the projection)
+    and everything that preceded it — the order one-by-one handling gives."""
+    name = f"mixed{uuid.uuid4().hex[:8]}"
+    agreements = [uuid.uuid4() for _ in range(30)]
+    backlog = [drafted(a) for a in agreements[:15]]
+    for first, second in zip(agreements[:15], agreements[15:], strict=True):
+        backlog += [activated(first), drafted(second)]
+    await _backlog(bus, name, backlog)
+    witness = StatusWitness()
+    consumer = await bus.consumer(AgreementStatus(), witness, name=name)
+
+    async def all_handled() -> bool:
+        return consumed(consumer, "handled") == 45
+
+    await eventually(all_handled)
+    assert witness.seen == {a: ("active", 2) for a in agreements[:15]}
+    assert await read_model(pool) == {**{a: ("active", 2) for a in agreements[:15]},
+                                      **{a: ("drafted", 1) for a in agreements[15:]}}
+    assert len({r["tx"] for r in await pool.fetch("SELECT xmin::text AS tx FROM inbox")}) < 45
+
+
 class Proposer:
     """A policy: proposes every agreement drafted elsewhere, in the consumer's transaction."""
 
