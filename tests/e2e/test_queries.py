@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -346,3 +347,11 @@ async def test_a_requirement_clarification_round_trip_through_both_services(worl
     found = await eventually(clarified)
     assert found["clarifications"][0]["answer"] == "Germany and Austria"
     assert json.dumps(found)  # a plain JSON document
+
+
+async def test_a_started_service_puts_its_long_lived_objects_out_of_the_collectors_reach(
+        queries: tuple[ServiceRuntime, httpx.AsyncClient]) -> None:
+    """Full collections no longer walk the modules, models and pools alive at start-up, and young
+    collections are rarer than Python's default (the collector took 5 to 9 % of a busy service's CPU)."""
+    assert gc.get_freeze_count() > 10_000
+    assert gc.get_threshold()[0] == 7_000
