@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import cast
 
 import asyncpg
+import orjson
+
+_JSONB_VERSION = b"\x01"  # the first byte of jsonb's binary form: the text follows
+
+
+def _encode_jsonb(value: object) -> bytes:
+    return _JSONB_VERSION + orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return orjson.loads(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    """jsonb in and out as Python values, through orjson (a tenth of the json module's cost to
+    encode, a third to decode: every event is encoded once and decoded by each reader)."""
+    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog",
+                              format="binary")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
