@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from accord_runtime.eventstore import EventStore, Metadata
 from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.projections import ProjectionRunner
+from contracts import CloudEvent
 from services.agreements.domain import Agreement, stream_id
 from services.agreements.projections import AgreementHistory, AgreementSummaries
 from tests.support import eventually
@@ -46,7 +48,7 @@ async def snapshot(pool: asyncpg.Pool) -> tuple[list[asyncpg.Record], list[async
 
 def runner(store: EventStore, pool: asyncpg.Pool, batch_size: int = 7) -> ProjectionRunner:
     return ProjectionRunner(store, pool, [AgreementSummaries(), AgreementHistory()], service="test",
-                            batch_size=batch_size)
+                            batch_size=batch_size, rebuild_batch_size=batch_size + 4)
 
 
 @pytest.mark.usefixtures("agreements_schema")
@@ -87,6 +89,58 @@ async def test_replicas_never_apply_an_event_twice(store: EventStore, pool: asyn
 
     await asyncio.gather(seed(store, 30), *(keep_catching_up(r) for r in replicas))
     await replicas[0].catch_up()
+    summaries, history = await snapshot(pool)
+    assert len(summaries) == 30
+    assert len(history) == await pool.fetchval("SELECT count(*) FROM events")
+
+
+@pytest.mark.usefixtures("agreements_schema")
+async def test_a_rebuild_beside_a_running_runner_and_new_commands_applies_everything_once(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """While a rebuild replays, commands go on and the service's runner keeps catching up: in the
+    end each projection equals a fold of the store (history's unique key fails on a double apply)."""
+    await seed(store, 20)
+    live, rebuilding = runner(store, pool, batch_size=4), runner(store, pool, batch_size=3)
+    await live.catch_up()
+
+    async def commands_and_catch_ups() -> None:
+        for _ in range(10):
+            await seed(store, 2)
+            await live.catch_up()
+
+    rebuilt, _ = await asyncio.gather(rebuilding.rebuild(), commands_and_catch_ups())
+    await live.catch_up()
+    summaries, history = await snapshot(pool)
+    assert len(summaries) == 40
+    assert len(history) == await pool.fetchval("SELECT count(*) FROM events")
+    assert rebuilt > 20
+
+
+class Failing(AgreementHistory):
+    """The history projection, failing on the agreement titled `poison`."""
+
+    def __init__(self, poison: str) -> None:
+        self.poison = poison
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+        if any(e.data.get("title") == self.poison for e in events):
+            raise RuntimeError("this projection fails on purpose")
+        await super().apply_batch(conn, events)
+
+
+@pytest.mark.usefixtures("agreements_schema")
+async def test_a_projection_failing_in_a_rebuild_stops_it_with_its_error(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """The rebuild raises the projection's own error; the other projection's transactions still
+    running are cancelled; a rebuild of working projections afterwards gives the full read models."""
+    await seed(store, 30)
+    failing = ProjectionRunner(store, pool, [AgreementSummaries(), Failing("Agreement 17")], service="test",
+                               rebuild_batch_size=6)
+    with pytest.raises(RuntimeError, match="fails on purpose"):
+        await failing.rebuild()
+    assert await pool.fetchval("SELECT count(*) FROM agreement_history") < await pool.fetchval(
+        "SELECT count(*) FROM events")
+    await runner(store, pool).rebuild()
     summaries, history = await snapshot(pool)
     assert len(summaries) == 30
     assert len(history) == await pool.fetchval("SELECT count(*) FROM events")
