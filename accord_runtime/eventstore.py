@@ -23,10 +23,10 @@ from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID, uuid4
 
 import asyncpg
-import orjson
 
 from accord_runtime.doorbell import note_work_left
 from accord_runtime.metrics import EVENTS_APPENDED
+from accord_runtime.postgres import json_bytes
 from contracts import CloudEvent, EventData
 
 
@@ -317,7 +317,7 @@ async def _write(conn: asyncpg.Connection, requests: Sequence[_Append]) -> list[
         _APPEND,
         [r.stream_id for r in requests], [r.expected_version for r in requests],
         [e.id for e in envelopes], [e.subject for e in envelopes], [e.sequence for e in envelopes],
-        [e.type for e in envelopes], [orjson.dumps(e.data).decode() for e in envelopes],
+        [e.type for e in envelopes], [json_bytes(e.data).decode() for e in envelopes],
         [e.correlationid for e in envelopes], [e.causationid for e in envelopes],
         [e.actor for e in envelopes], [e.time for e in envelopes],
         [e.routing_key for e in envelopes], [e.model_dump_json().encode() for e in envelopes],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -19,7 +20,8 @@ from accord_runtime.eventstore import (
     _GroupCommit,
 )
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, migrate, migrations_in
-from contracts.agreements import AgreementAccepted, AgreementProposed
+from contracts import REGISTRY
+from contracts.agreements import AgreementAccepted, AgreementProposed, ScopeChangeAssessed
 from tests.support import eventually
 
 pytestmark = pytest.mark.servers
@@ -49,6 +51,21 @@ async def test_append_and_read_stream(store: EventStore, pool: asyncpg.Pool) -> 
     rows = await pool.fetch("SELECT event_id, routing_key FROM outbox ORDER BY global_position")
     assert [r["event_id"] for r in rows] == [e.id for e in events]
     assert rows[0]["routing_key"] == "agreements.AgreementProposed"
+
+
+async def test_integers_beyond_64_bits_are_stored_and_read_exactly(store: EventStore, pool: asyncpg.Pool) -> None:
+    """An unbounded integer field (here an assessment's cost) keeps every digit, in the store and
+    in the outbox's envelope: neither side's JSON codec turns it into a float."""
+    big = 2**70 + 1
+    assessed = ScopeChangeAssessed(agreement_id=uuid.uuid4(), change_id=uuid.uuid4(), effort_hours=big,
+                                   cost_minor_units=big * 3, currency="EUR", timeline_impact_days=0)
+    await store.append("agreement-big", 0, [assessed], Metadata.new("user:t"))
+    (event,) = await store.read_stream("agreement-big")
+    assert event.data["effort_hours"] == big and event.data["cost_minor_units"] == big * 3
+    assert REGISTRY.decode(event.type, event.data) == assessed
+    assert await pool.fetchval("SELECT (data->>'effort_hours')::numeric = $1::numeric FROM events", str(big))
+    payload = json.loads(await pool.fetchval("SELECT payload FROM outbox"))
+    assert payload["data"]["cost_minor_units"] == big * 3
 
 
 async def test_conflicting_append_raises_and_writes_nothing(store: EventStore, pool: asyncpg.Pool) -> None:
