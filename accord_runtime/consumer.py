@@ -573,15 +573,18 @@ def _peek(message: AbstractIncomingMessage, field: str) -> str | None:
 
 async def replay_inbox(
     pool: asyncpg.Pool,
-    consumer_name: str,
+    consumer_names: Sequence[str],
     projections: Iterable[Projection],
     *,
     registry: EventRegistry = REGISTRY,
+    chunk: int = 1000,
 ) -> int:
     """Rebuild inbox-fed `projections` from the local copy; return how many envelopes were read.
 
-    In one transaction: clear every projection, then apply each envelope the consumer stored, in
-    inbox `position` order, upcast by `registry` exactly as the live consumer does.
+    In one transaction: clear every projection, then apply each envelope the consumers stored
+    (a consumer and those merged into it: an event stored by several is applied once, where it
+    came first), in inbox `position` order, upcast by `registry` exactly as the live consumer does,
+    a chunk at a time to each projection.
     """
     projections = list(projections)
     count = 0
@@ -591,12 +594,19 @@ async def replay_inbox(
             for projection in projections:
                 await projection.clear(conn)
             rows = conn.cursor(
-                "SELECT envelope FROM inbox WHERE consumer = $1 ORDER BY position", consumer_name
-            )
+                "SELECT envelope FROM (SELECT DISTINCT ON (event_id) envelope, position FROM inbox"
+                " WHERE consumer = ANY($1::text[]) ORDER BY event_id, position) AS first ORDER BY position",
+                list(consumer_names), prefetch=chunk)
+            events: list[CloudEvent] = []
             async for row in rows:
-                event = readable(CloudEvent.model_validate(row["envelope"]), registry)
-                count += 1
-                for projection in projections:
-                    if event.type in projection.handles:
-                        await projection.apply(conn, event)
-    return count
+                events.append(readable(CloudEvent.model_validate(row["envelope"]), registry))
+                if len(events) == chunk:
+                    await _apply_chunk(conn, projections, events)
+                    count, events = count + len(events), []
+            await _apply_chunk(conn, projections, events)
+    return count + len(events)
+
+
+async def _apply_chunk(conn: asyncpg.Connection, projections: list[Projection], events: list[CloudEvent]) -> None:
+    for projection in projections:
+        await apply_all(projection, conn, [e for e in events if e.type in projection.handles])

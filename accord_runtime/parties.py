@@ -1,7 +1,7 @@
 """The parties of every agreement, and the side a caller is on — what every service authorizes by.
 
 Only the organisations named as client and provider of an agreement may see or change anything
-of it. Services other than agreements keep this table from the bus (`parties_consumer()`), so
+of it. Services other than agreements keep this table from the bus (`with_parties()`), so
 they authorize without asking the agreements service.
 """
 
@@ -15,6 +15,7 @@ import asyncpg
 from fastapi import HTTPException, status
 
 from accord_runtime.identity import IdentityProjection, Principal
+from accord_runtime.projections import EventHandler
 from accord_runtime.service import ConsumerDefinition
 from contracts import REGISTRY, CloudEvent, EventData
 from contracts.agreements import (
@@ -83,7 +84,14 @@ async def side_of(pool: asyncpg.Pool | asyncpg.Connection, principal: Principal,
     raise HTTPException(status.HTTP_403_FORBIDDEN, "your organisation is not a party to this agreement")
 
 
-def parties_consumer() -> ConsumerDefinition:
-    """What a service other than agreements consumes to authenticate and authorize callers:
-    the identity events (tokens) and the agreements' parties."""
-    return ConsumerDefinition("parties", (IdentityProjection(), AgreementParties()))
+def with_parties(name: str, *handlers: EventHandler) -> ConsumerDefinition:
+    """A consumer of the agreements service's events that first keeps what a service other than
+    agreements authenticates and authorizes callers by: the identity events (tokens) and the
+    agreements' parties. One queue for both, so each event is received and stored once: the
+    parties had a queue of their own (consumer "parties") until 2026-11, which is drained and
+    deleted at start (`ConsumerDefinition.formerly`)."""
+    former = ConsumerDefinition(FORMER_PARTIES_CONSUMER, (IdentityProjection(), AgreementParties()))
+    return ConsumerDefinition(name, (IdentityProjection(), AgreementParties(), *handlers), formerly=(former,))
+
+
+FORMER_PARTIES_CONSUMER = "parties"

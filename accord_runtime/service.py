@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from fastapi import APIRouter, FastAPI
 from accord_runtime.consumer import BusConsumer, replay_inbox
 from accord_runtime.doorbell import Doorbell
 from accord_runtime.eventstore import EventStore
+from accord_runtime.former_consumers import drain_and_delete
 from accord_runtime.http import create_app
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, Migration, migrate, migrations_in
 from accord_runtime.outbox import OutboxRelay
@@ -61,10 +63,24 @@ class NotFound(LookupError):
 
 @dataclass(frozen=True)
 class ConsumerDefinition:
-    """A bus consumer: its name (part of its queue's name) and the handlers it feeds."""
+    """A bus consumer: its name (part of its queue's name) and the handlers it feeds.
+
+    `formerly`: consumers merged into this one. Their queues are drained and deleted at start, and
+    their inboxes replayed with this one's by rebuilds (see `accord_runtime.former_consumers`).
+    """
 
     name: str
     handlers: Sequence[EventHandler]
+    formerly: Sequence[ConsumerDefinition] = ()
+
+    def __post_init__(self) -> None:
+        for former in self.formerly:
+            if not all(isinstance(h, Projection) for h in former.handlers):
+                raise ValueError(f"a former consumer's handlers must be projections: {former.name}")
+
+    def inboxes(self) -> list[str]:
+        """The consumer names this consumer's inbox rows are stored under: its own and its former ones'."""
+        return [self.name, *(former.name for former in self.formerly)]
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,7 @@ class ServiceRuntime:
         self.definition = definition
         self.settings = settings
         self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: list[asyncio.Future[None]] = []  # former consumers being drained
         self._pool: asyncpg.Pool | None = None
         self._store: EventStore | None = None
         self.doorbell: Doorbell | None = None
@@ -149,7 +166,7 @@ class ServiceRuntime:
         for consumer in self.definition.consumers:
             fed = [h for h in consumer.handlers if isinstance(h, Projection) and h.name in selected]
             if fed:
-                replayed = await replay_inbox(self.pool, consumer.name, fed)
+                replayed = await replay_inbox(self.pool, consumer.inboxes(), fed)
                 if progress:
                     progress(replayed)
                 total += replayed
@@ -176,14 +193,23 @@ class ServiceRuntime:
             self.doorbell.subscribe(self.timers.wake)  # timers are set along with the events calling for them
             self._spawn(self.timers.run(), "timers")
         for definition in self.definition.consumers:
-            consumer = BusConsumer(
-                pool=self.pool, amqp_url=settings.amqp_url, exchange_name=settings.exchange,
-                service_name=settings.service_name, consumer_name=definition.name,
-                handlers=definition.handlers, queue_prefix=settings.queue_prefix, prefetch=settings.prefetch,
-                on_commit=self.store.notify_appended)
+            consumer = self._consumer(definition)
             await consumer.start()
             self.consumers.append(consumer)
+        for former in (f for definition in self.definition.consumers for f in definition.formerly):
+            retiring = asyncio.ensure_future(drain_and_delete(functools.partial(self._consumer, former),
+                                                              settings.amqp_url, settings.exchange))
+            retiring.add_done_callback(_log_failure)
+            self._retiring.append(retiring)  # not a worker: it ends once the queue is gone
         log.info("service started", service=settings.service_name, schema=settings.db_schema)
+
+    def _consumer(self, definition: ConsumerDefinition) -> BusConsumer:
+        settings = self.settings
+        return BusConsumer(
+            pool=self.pool, amqp_url=settings.amqp_url, exchange_name=settings.exchange,
+            service_name=settings.service_name, consumer_name=definition.name,
+            handlers=definition.handlers, queue_prefix=settings.queue_prefix, prefetch=settings.prefetch,
+            on_commit=self.store.notify_appended)
 
     def _spawn(self, work: object, name: str) -> None:
         task = asyncio.ensure_future(work)  # type: ignore[call-overload]
@@ -193,6 +219,9 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight work finish, then close connections."""
+        for retiring in self._retiring:
+            retiring.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.stop()
         if self.relay:

@@ -37,7 +37,7 @@ class ReportingConsumer(BusConsumer):
         stored = await super()._store_and_apply(received)
         now = time.perf_counter()
         lines = [f"{r.event.data['agreement_id']} {now}\n" for r in received
-                 if r.event.type == DRAFTED and r.event.id in stored and self.consumer_name == "parties"]
+                 if r.event.type == DRAFTED and r.event.id in stored and self.consumer_name == "agreements"]
         if lines:
             sys.stdout.write("".join(lines))
             sys.stdout.flush()

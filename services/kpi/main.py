@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from accord_runtime.cli import service_cli
-from accord_runtime.parties import parties_consumer
-from accord_runtime.service import ConsumerDefinition, ServiceDefinition
+from accord_runtime.parties import with_parties
+from accord_runtime.service import ServiceDefinition
 from accord_runtime.settings import ServiceSettings
 from services.kpi.api import router
 from services.kpi.domain import InvalidCommand, InvalidTransition, UnknownPart, WrongSide
@@ -21,9 +21,8 @@ DEFINITION = ServiceDefinition(
     migrations_package="services.kpi",
     projections=(KpiReadModel(), HealthReadModel()),
     consumers=(
-        parties_consumer(),
-        # the log first: the health policy folds it, including the event at hand
-        ConsumerDefinition("relationship", (RelationshipLog(), HealthOnRelationshipEvents())),
+        # the log before the health policy: it folds the log, including the event at hand
+        with_parties("relationship", RelationshipLog(), HealthOnRelationshipEvents()),
     ),
     timers={KPI_REPORT_DUE: kpi_report_due, REVIEW_DUE: review_due},
     routers=(router,),

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from accord_runtime.cli import service_cli
-from accord_runtime.parties import parties_consumer
+from accord_runtime.parties import with_parties
 from accord_runtime.service import ConsumerDefinition, ServiceDefinition
 from services.notifier.api import build_router
 from services.notifier.bootstrap import build_notifier
@@ -26,7 +26,7 @@ def definition(settings: NotifierSettings) -> ServiceDefinition:
     """The notifier as the runtime runs it, with the rules of `settings` (`RulesError` if they are invalid)."""
     notifier = build_notifier(settings)
     triggers = EscalationTriggers(notifier)
-    consumers = [parties_consumer(), ConsumerDefinition("contacts", (AgreementContacts(),))]
+    consumers = [with_parties("contacts", AgreementContacts())]
     if triggers.handles:
         consumers.append(ConsumerDefinition("escalations", (triggers,)))
     return ServiceDefinition(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from accord_runtime.cli import service_cli
-from accord_runtime.parties import parties_consumer
-from accord_runtime.service import ConsumerDefinition, ServiceDefinition
+from accord_runtime.parties import with_parties
+from accord_runtime.service import ServiceDefinition
 from accord_runtime.settings import ServiceSettings
 from services.queries import handlers
 from services.queries.api import router
@@ -24,7 +24,7 @@ DEFINITION = ServiceDefinition(
     migrations_package="services.queries",
     projections=(QueryViews(),),
     # Agreement terms first: a clarification request finds its agreement's organisations and policy.
-    consumers=(parties_consumer(), ConsumerDefinition("agreements", (AgreementTerms(), ClarificationQueries()))),
+    consumers=(with_parties("agreements", AgreementTerms(), ClarificationQueries()),),
     timers={DEADLINE: deadline_reached},
     routers=(router,),
     error_statuses={

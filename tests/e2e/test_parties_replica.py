@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from accord_runtime.consumer import BusConsumer
 from accord_runtime.identity import CurrentPrincipal
 from accord_runtime.migrations import RUNTIME_MIGRATIONS, migrate, migrations_in
-from accord_runtime.parties import parties_consumer, side_of
+from accord_runtime.parties import side_of, with_parties
 from accord_runtime.postgres import create_pool
 from accord_runtime.settings import ServiceSettings
 from tests.conftest import RUN_ID
@@ -30,7 +30,7 @@ async def test_tokens_and_parties_replicate_over_the_bus(
     await migrate(conn, schema, migrations_in("runtime", RUNTIME_MIGRATIONS))
     await conn.close()
     pool = await create_pool(database_url, schema, min_size=1, max_size=4)
-    definition = parties_consumer()
+    definition = with_parties("replica")
     consumer = BusConsumer(pool=pool, amqp_url=settings.amqp_url, exchange_name=settings.exchange,
                            service_name="replica", consumer_name=definition.name, handlers=definition.handlers,
                            queue_prefix=f"test.{RUN_ID}")

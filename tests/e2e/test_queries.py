@@ -16,15 +16,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
+import asyncpg
 import httpx
 import pytest
+from aio_pika.exceptions import ChannelNotFoundEntity
 from prometheus_client import generate_latest
 
+from accord_runtime.consumer import BusConsumer
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import Principal
 from accord_runtime.service import ServiceRuntime
 from accord_runtime.settings import ServiceSettings
 from contracts import CloudEvent
+from contracts.agreements import AgreementDrafted
 from contracts.queries import QueryAtRisk, QueryOverdue
 from services.queries import handlers as query_handlers
 from services.queries.commands import RaiseQuery
@@ -355,3 +359,51 @@ async def test_a_started_service_puts_its_long_lived_objects_out_of_the_collecto
     collections are rarer than Python's default (the collector took 5 to 9 % of a busy service's CPU)."""
     assert gc.get_freeze_count() > 10_000
     assert gc.get_threshold()[0] == 7_000
+
+
+async def test_an_upgraded_queries_service_drains_and_deletes_the_queue_of_its_former_parties_consumer(
+        queries_settings: ServiceSettings, pool: asyncpg.Pool) -> None:
+    """Before 2026-11 the parties replica had a queue of its own. What waited there when the
+    service was upgraded is applied, and the queue (with its empty dead-letter queue) is deleted."""
+    (former,) = next(c for c in DEFINITION.consumers if c.formerly).formerly
+    old = BusConsumer(pool=pool, amqp_url=queries_settings.amqp_url, exchange_name=queries_settings.exchange,
+                      service_name="queries", consumer_name=former.name, handlers=former.handlers,
+                      queue_prefix=queries_settings.queue_prefix)
+    await old.start()  # declared and bound by the previous version, which stopped
+    await old.stop()
+    agreements = {uuid.uuid4(): (uuid.uuid4(), uuid.uuid4()) for _ in range(3)}
+    async with await aio_pika.connect(queries_settings.amqp_url) as connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(queries_settings.exchange)
+        for agreement, (client, provider) in agreements.items():
+            data = AgreementDrafted(agreement_id=agreement, title="Before the upgrade", drafted_by_side="client",
+                                    client_organisation_id=client, provider_organisation_id=provider)
+            event = CloudEvent(id=uuid.uuid4(), source="/accord/agreements", type=data.event_type(),
+                               subject=f"agreement-{agreement}", time=datetime.now(UTC),
+                               data=data.model_dump(mode="json"), sequence=1, correlationid=uuid.uuid4(),
+                               actor="user:test")
+            await exchange.publish(aio_pika.Message(event.model_dump_json().encode(),
+                                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                   routing_key=event.routing_key)
+
+    async with running(queries_settings) as (runtime, _):
+        async def applied() -> bool:
+            rows = await runtime.pool.fetch(
+                "SELECT agreement_id, client_organisation_id, provider_organisation_id FROM agreement_parties")
+            return {r["agreement_id"]: (r["client_organisation_id"], r["provider_organisation_id"])
+                    for r in rows} == agreements
+
+        await eventually(applied)
+
+        async def deleted() -> bool:
+            async with await aio_pika.connect(queries_settings.amqp_url) as connection:
+                for name in (old.queue_name, old.dlq_name):
+                    try:
+                        await (await connection.channel()).declare_queue(name, passive=True)
+                        return False
+                    except ChannelNotFoundEntity:
+                        pass
+            return True
+
+        await eventually(deleted, timeout=20)
+    await delete_broker_objects(queries_settings.amqp_url, runtime)

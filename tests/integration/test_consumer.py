@@ -18,9 +18,11 @@ import asyncpg
 import prometheus_client
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from accord_runtime.consumer import BusConsumer, EventHandler, replay_inbox
 from accord_runtime.eventstore import EventStore, Metadata
+from accord_runtime.former_consumers import drain_and_delete
 from contracts import CloudEvent, EventData, EventRegistry
 from contracts.agreements import AgreementActivated, AgreementDrafted, AgreementProposed
 from tests.support import eventually
@@ -119,8 +121,8 @@ class Bus:
         self.channel, self.exchange = channel, exchange
         self.consumers: list[BusConsumer] = []
 
-    async def consumer(self, *handlers: EventHandler, name: str | None = None,
-                       **options: Any) -> BusConsumer:
+    def build(self, *handlers: EventHandler, name: str | None = None, **options: Any) -> BusConsumer:
+        """A consumer on this test's exchange, not started (cleaned up after the test)."""
         consumer = BusConsumer(
             pool=self.pool, amqp_url=self.amqp_url, exchange_name=self.exchange_name,
             service_name="billing", consumer_name=name or f"projector{uuid.uuid4().hex[:8]}",
@@ -128,8 +130,22 @@ class Bus:
             retry_delay=0.05, max_retry_delay=0.5, **options,
         )
         self.consumers.append(consumer)
+        return consumer
+
+    async def consumer(self, *handlers: EventHandler, name: str | None = None,
+                       **options: Any) -> BusConsumer:
+        consumer = self.build(*handlers, name=name, **options)
         await consumer.start()
         return consumer
+
+    async def exists(self, queue_name: str) -> bool:
+        async with await aio_pika.connect(self.amqp_url) as connection:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(queue_name, passive=True)
+            except ChannelNotFoundEntity:
+                return False
+            return True
 
     async def publish(self, message: CloudEvent | bytes, routing_key: str | None = None) -> None:
         if isinstance(message, CloudEvent):
@@ -330,7 +346,7 @@ async def test_older_versions_are_upcast(bus: Bus, pool: asyncpg.Pool) -> None:
     assert [r["event_type"] for r in stored] == [ACTIVATED, v2]
     await consumer.stop()
     replayed = Recorder({v2})
-    assert await replay_inbox(pool, consumer.consumer_name, [replayed], registry=registry) == 2
+    assert await replay_inbox(pool, [consumer.consumer_name], [replayed], registry=registry) == 2
     assert replayed.events == recorder.events
 
 
@@ -668,12 +684,12 @@ async def test_replay_rebuilds_the_same_read_model(bus: Bus, pool: asyncpg.Pool)
     incremental = await read_model(pool)
     await pool.execute("UPDATE agreement_status SET status = 'corrupted', events = 99")
     await pool.execute("INSERT INTO agreement_status VALUES ($1, 'stray', 1)", uuid.uuid4())
-    assert await replay_inbox(pool, consumer.consumer_name, [projection]) == len(events)
+    assert await replay_inbox(pool, [consumer.consumer_name], [projection]) == len(events)
     assert await read_model(pool) == incremental
     assert incremental == {**{a: ("active", 2) for a in agreements[:3]},
                            **{a: ("drafted", 1) for a in agreements[3:]}}
     # Another consumer's inbox rows are not replayed into this one's projections.
-    assert await replay_inbox(pool, "someone-else", [AgreementStatus()]) == 0
+    assert await replay_inbox(pool, ["someone-else"], [AgreementStatus()]) == 0
     assert await read_model(pool) == {}
 
 
@@ -711,3 +727,55 @@ async def test_replicas_take_turns_so_one_queue_keeps_its_order(bus: Bus, pool: 
     await bus.publish(drafted(uuid.uuid4()))
     await eventually(lambda: pool.fetchval("SELECT count(*) = 21 FROM inbox"))
     assert sum(standby.calls.values()) == 1  # the standby took over
+
+
+async def test_a_former_consumers_queue_is_drained_then_deleted(bus: Bus, pool: asyncpg.Pool) -> None:
+    """What waited in the queue of a consumer merged into another is applied under its own name
+    (its inbox), then the queue and its empty dead-letter queue are deleted."""
+    former = f"former{uuid.uuid4().hex[:8]}"
+    agreements = [uuid.uuid4() for _ in range(12)]
+    await _backlog(bus, former, [drafted(a) for a in agreements])
+    built: list[BusConsumer] = []
+
+    def former_consumer() -> BusConsumer:
+        built.append(bus.build(AgreementStatus(), name=former))
+        return built[-1]
+
+    await asyncio.wait_for(drain_and_delete(former_consumer, bus.amqp_url, bus.exchange_name, poll_interval=0.05), 30)
+    assert await read_model(pool) == {a: ("drafted", 1) for a in agreements}
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = $1", former) == 12
+    assert not await bus.exists(built[0].queue_name)
+    assert not await bus.exists(built[0].dlq_name)
+    # Nothing left to do the next time the service starts.
+    await asyncio.wait_for(drain_and_delete(former_consumer, bus.amqp_url, bus.exchange_name, poll_interval=0.05), 10)
+    assert not await bus.exists(built[0].queue_name)
+
+
+async def test_a_former_consumers_dead_letters_are_kept(bus: Bus, pool: asyncpg.Pool) -> None:
+    former = f"former{uuid.uuid4().hex[:8]}"
+    good = [uuid.uuid4() for _ in range(5)]
+    await _backlog(bus, former, [*(drafted(a) for a in good), drafted(uuid.uuid4(), subject="explode")])
+    consumer = bus.build(AgreementStatus(), name=former)
+    await asyncio.wait_for(drain_and_delete(lambda: consumer, bus.amqp_url, bus.exchange_name, poll_interval=0.05), 30)
+    assert await read_model(pool) == {a: ("drafted", 1) for a in good}
+    assert not await bus.exists(consumer.queue_name)
+    (letter,) = await bus.dead_letters(consumer, 1)
+    assert letter.headers["x-accord-error-stage"] == "handler"
+
+
+async def test_replay_takes_each_event_once_from_a_consumer_and_its_former_one(
+        bus: Bus, pool: asyncpg.Pool) -> None:
+    """Events stored by both the merged consumer and the one it replaced (while both queues were
+    bound) are replayed once, in the order they first arrived."""
+    merged, former = await bus.consumer(AgreementStatus()), await bus.consumer(AgreementStatus())
+    agreements = [uuid.uuid4() for _ in range(6)]
+    for agreement in agreements:
+        await bus.publish(drafted(agreement))
+    await eventually(lambda: pool.fetchval("SELECT count(*) = 12 FROM inbox"))
+    await former.stop()
+    await bus.publish(activated(agreements[0]))  # only the merged consumer gets it now
+    await eventually(lambda: pool.fetchval("SELECT count(*) = 13 FROM inbox"))
+    assert (await read_model(pool))[agreements[1]] == ("drafted", 2)  # applied from both queues
+    replayed = await replay_inbox(pool, [merged.consumer_name, former.consumer_name], [AgreementStatus()])
+    assert replayed == 7
+    assert await read_model(pool) == {agreements[0]: ("active", 2), **{a: ("drafted", 1) for a in agreements[1:]}}
