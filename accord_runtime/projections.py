@@ -230,8 +230,8 @@ class ProjectionRunner:
     async def _replay(self, names: list[str], progress: Callable[[int], None] | None) -> int:
         """Read the store from the start and fold it into the projections, each in transactions
         of its own on a connection of its own, while the next batch is read: Postgres reads and
-        writes while Python folds, instead of each waiting for the other (rebuilds ran about a
-        third faster). Each transaction moves its projection's checkpoint with its rows."""
+        writes while Python folds, instead of each waiting for the other (bench (e): 15,600-17,000
+        → 17,500-20,000 events/s). Each transaction moves its projection's checkpoint with its rows."""
         total = 0
         reading = asyncio.ensure_future(self._store.read_all(START, self._rebuild_batch_size))
         try:

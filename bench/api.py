@@ -77,6 +77,10 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         listener.close()
 
 
+#: Bytes of one report line: it carries every latency of the window (above 64 KiB from ~3,000 requests).
+REPORT_LIMIT = 64 * 1024 * 1024
+
+
 @contextlib.asynccontextmanager
 async def load_generator(spec: LoadSpec) -> AsyncIterator[tuple[Window, Callable[[], Awaitable[Window]]]]:
     """`bench.httpload` started in a process of its own; yields its warm-up and how to run the window.
@@ -86,7 +90,8 @@ async def load_generator(spec: LoadSpec) -> AsyncIterator[tuple[Window, Callable
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.httpload", json.dumps(dataclasses.asdict(spec)),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        limit=REPORT_LIMIT)
     assert process.stdin is not None and process.stdout is not None
     stdin, stdout = process.stdin, process.stdout
     limit = LOAD_GENERATOR_START + spec.warmup + spec.window
