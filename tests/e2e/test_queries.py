@@ -406,4 +406,7 @@ async def test_an_upgraded_queries_service_drains_and_deletes_the_queue_of_its_f
             return True
 
         await eventually(deleted, timeout=20)
+        # What only the former consumer received survives a rebuild: its inbox is replayed too.
+        await runtime.rebuild(["agreement_parties"])
+        assert await applied()
     await delete_broker_objects(queries_settings.amqp_url, runtime)
