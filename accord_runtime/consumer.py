@@ -42,6 +42,7 @@ reconnect.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -346,11 +347,13 @@ class BusConsumer:
         # One ack for the batch: every message before its last on this channel is settled.
         await batch[-1].ack(multiple=True)
         handled_ids = {r.event.id for r in handled}
+        outcomes: collections.Counter[Outcome] = collections.Counter()
         for one in received:
-            outcome: Outcome = ("handled" if one.event.id in stored
-                                else "duplicate" if one.event.id in handled_ids else "ignored")
+            outcomes["handled" if one.event.id in stored else "duplicate" if one.event.id in handled_ids
+                     else "ignored"] += 1
             stored.discard(one.event.id)  # the same event twice in a batch: handled once
-            EVENTS_CONSUMED.labels(self.service, self.consumer_name, outcome).inc()
+        for outcome, count in outcomes.items():
+            EVENTS_CONSUMED.labels(self.service, self.consumer_name, outcome).inc(count)
         HANDLER_LATENCY.labels(self.service, self.consumer_name).observe(time.perf_counter() - started)
         self._failures = 0
         return True

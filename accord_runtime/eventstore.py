@@ -25,7 +25,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from accord_runtime.doorbell import note_work_left
-from accord_runtime.metrics import EVENTS_APPENDED
+from accord_runtime.metrics import events_appended
 from accord_runtime.postgres import json_bytes
 from contracts import CloudEvent, EventData
 
@@ -244,7 +244,7 @@ class EventStore:
             assert self._group is not None
             await self._group.write(request)
         for envelope in request.envelopes:
-            EVENTS_APPENDED.labels(self._service, envelope.type).inc()
+            events_appended(self._service, envelope.type).inc()
         if not joins_caller:
             self.notify_appended()
         return AppendResult(stream_id, expected_version + len(events), request.envelopes)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_APPENDED = Counter(
     "accord_events_appended_total", "Events appended to the event store.", ["service", "event_type"]
 )
+
+
+@functools.cache
+def events_appended(service: str, event_type: str) -> Counter:
+    """`EVENTS_APPENDED` of one service and event type, kept: `labels()` takes a lock and builds its
+    key on every call: 1.9 µs with it, 0.3 µs without, of an append's 35 (bench (b))."""
+    return EVENTS_APPENDED.labels(service, event_type)
+
+
 EVENTS_PUBLISHED = Counter(
     "accord_events_published_total", "Events the outbox relay published and the broker confirmed.", ["service"]
 )
