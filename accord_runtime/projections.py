@@ -174,8 +174,8 @@ class ProjectionRunner:
         projection = self._projections[name]
         async with transaction(self._pool) as conn:
             checkpoint = (await self._lock_checkpoints(conn, [name]))[name]
-            await apply_all(projection, conn, [r.envelope for r in events
-                                               if r.envelope.type in projection.handles and r.position > checkpoint])
+            due = events if events[0].position > checkpoint else [r for r in events if r.position > checkpoint]
+            await apply_all(projection, conn, [r.envelope for r in due if r.envelope.type in projection.handles])
             await self._move_checkpoints(conn, {name: checkpoint}, events[-1].position)
 
     async def _move_checkpoints(self, conn: asyncpg.Connection, checkpoints: dict[str, Position],

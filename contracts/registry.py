@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,17 +28,21 @@ class EventRegistry:
 
     def __init__(self) -> None:
         self._models: dict[str, type[EventData]] = {}
+        self._fields: dict[str, frozenset[str]] = {}  # event type → its model's field names
         self._current: dict[tuple[str, str], int] = {}
         self._upcasters: dict[str, tuple[str, Upcaster]] = {}
         # Recent decodings by the identity of the data dict (kept alive here, so the identity is
         # not reused): every projection of a batch reads the same envelopes, decoded once.
-        self._recent: dict[tuple[int, str], tuple[dict[str, Any], EventData]] = {}
+        # An OrderedDict: a dict's oldest entry, next(iter(d)), is found by walking past the slots
+        # of entries deleted before it (1.2 µs an eviction here, against 0.2).
+        self._recent: OrderedDict[tuple[int, str], tuple[dict[str, Any], EventData]] = OrderedDict()
 
     def register(self, model: type[EventData]) -> type[EventData]:
         event_type = model.event_type()
         if event_type in self._models:
             raise ValueError(f"event type registered twice: {event_type}")
         self._models[event_type] = model
+        self._fields[event_type] = frozenset(model.model_fields)
         key = (model.EVENT_SERVICE, model.EVENT_NAME)
         self._current[key] = max(self._current.get(key, 0), model.EVENT_VERSION)
         return model
@@ -90,7 +95,7 @@ class EventRegistry:
         model, known = self._current_form(event_type, data)
         decoded = model.model_validate(known, strict=False)
         if len(self._recent) >= _RECENT:
-            del self._recent[next(iter(self._recent))]  # the oldest
+            self._recent.popitem(last=False)  # the oldest
         self._recent[key] = (data, decoded)
         return decoded
 
@@ -103,8 +108,10 @@ class EventRegistry:
         while event_type in self._upcasters:
             event_type, step = self._upcasters[event_type]
             data = step(data)
-        model = self.model(event_type)
-        return model, {key: value for key, value in data.items() if key in model.model_fields}
+        model, fields = self.model(event_type), self._fields[event_type]
+        if data.keys() <= fields:
+            return model, data  # nothing unknown to drop (the usual case)
+        return model, {key: value for key, value in data.items() if key in fields}
 
     def __iter__(self) -> Iterator[type[EventData]]:
         return iter(sorted(self._models.values(), key=lambda m: m.event_type()))
