@@ -21,7 +21,7 @@ from collections.abc import Callable
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractConnection
-from aio_pika.exceptions import ChannelNotFoundEntity
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
 from accord_runtime.consumer import BusConsumer
 
@@ -29,11 +29,24 @@ log = structlog.get_logger(__name__)
 
 
 async def drain_and_delete(new_consumer: Callable[[], BusConsumer], amqp_url: str, exchange_name: str, *,
-                           poll_interval: float = 0.5) -> None:
+                           poll_interval: float = 0.5, retry_delay: float = 5.0) -> None:
     """Unbind a former consumer's queue, consume it until it is empty, then delete it (and its DLQ
     if that is empty). `new_consumer()` makes the former consumer afresh; nothing happens if its
     queue is gone. Unbound first because quorum queues cannot be deleted "if empty": nothing can
-    arrive between the last look and the deletion."""
+    arrive between the last look and the deletion. Without the broker, it tries again every
+    `retry_delay` seconds until it is done or cancelled (when the service stops)."""
+    while True:
+        try:
+            await _drain_and_delete(new_consumer, amqp_url, exchange_name, poll_interval)
+            return
+        except (AMQPError, ConnectionError, TimeoutError) as error:
+            log.warning("cannot retire the queue of a former consumer yet; trying again",
+                        error=repr(error), retry_in=retry_delay)
+            await asyncio.sleep(retry_delay)
+
+
+async def _drain_and_delete(new_consumer: Callable[[], BusConsumer], amqp_url: str, exchange_name: str,
+                            poll_interval: float) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         consumer = new_consumer()

@@ -779,3 +779,15 @@ async def test_replay_takes_each_event_once_from_a_consumer_and_its_former_one(
     replayed = await replay_inbox(pool, [merged.consumer_name, former.consumer_name], [AgreementStatus()])
     assert replayed == 7
     assert await read_model(pool) == {agreements[0]: ("active", 2), **{a: ("drafted", 1) for a in agreements[1:]}}
+
+
+async def test_retiring_a_former_consumer_waits_for_the_broker(bus: Bus) -> None:
+    """No broker at start: the retirement tries again later instead of failing for good."""
+    unreachable = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
+    retiring = asyncio.ensure_future(drain_and_delete(
+        lambda: bus.build(AgreementStatus()), unreachable, bus.exchange_name, retry_delay=0.05))
+    await asyncio.sleep(0.5)
+    assert not retiring.done()  # still trying (a failed connect would have ended it at once)
+    retiring.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await retiring
