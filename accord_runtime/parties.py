@@ -15,7 +15,7 @@ import asyncpg
 from fastapi import HTTPException, status
 
 from accord_runtime.identity import IdentityProjection, Principal
-from accord_runtime.projections import EventHandler
+from accord_runtime.projections import EventHandler, uuid_from
 from accord_runtime.service import ConsumerDefinition
 from contracts import REGISTRY, CloudEvent, EventData
 from contracts.agreements import (
@@ -58,7 +58,7 @@ class AgreementParties:
                 drafted.append((data.agreement_id, data.client_organisation_id, data.provider_organisation_id,
                                 data.title, event.time))
             else:
-                changes.append((UUID(str(event.data["agreement_id"])), _STATUS[type(data)], event.time))
+                changes.append((uuid_from(event.data["agreement_id"]), _STATUS[type(data)], event.time))
         if drafted:
             await conn.executemany("INSERT INTO agreement_parties VALUES ($1, $2, $3, $4, 'draft', $5)"
                                    " ON CONFLICT (agreement_id) DO NOTHING", drafted)

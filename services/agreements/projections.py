@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from accord_runtime.projections import uuid_from
 from contracts import REGISTRY, CloudEvent
 from contracts.agreements import (
     AgreementAccepted,
@@ -61,7 +62,7 @@ class AgreementSummaries:
         await self.apply_batch(conn, [event])
 
     async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
-        ids = list({UUID(str(e.data["agreement_id"])) for e in events})
+        ids = list({uuid_from(e.data["agreement_id"]) for e in events})
         rows = {r["agreement_id"]: dict(r) for r in await conn.fetch(
             "SELECT * FROM agreement_summaries WHERE agreement_id = ANY($1::uuid[])", ids)}
         for event in events:
@@ -80,7 +81,7 @@ class AgreementSummaries:
                 "agreement_version": 0, "stream_version": event.sequence, "created_at": event.time,
                 "updated_at": event.time}
             return
-        row = rows.get(UUID(str(event.data["agreement_id"])))
+        row = rows.get(uuid_from(event.data["agreement_id"]))
         if row is None or row["stream_version"] >= event.sequence:
             return  # drafted events come first in a stream; never move a row backwards
         match decoded:
@@ -142,7 +143,7 @@ class SharedAgreements:
             in_batch.setdefault(event.subject, []).append(event)
         stored = {r["agreement_id"]: r["stream_version"] for r in await conn.fetch(
             "SELECT agreement_id, stream_version FROM agreement_documents WHERE agreement_id = ANY($1::uuid[])",
-            [UUID(str(batch[0].data["agreement_id"])) for batch in in_batch.values()])}
+            [uuid_from(batch[0].data["agreement_id"]) for batch in in_batch.values()])}
         # A stream whose first event is in the batch is replayed from the batch (a batch is a run of
         # the global order, so it holds every later version up to its last); the others are read.
         older = [subject for subject, batch in in_batch.items() if batch[0].sequence > 1]
@@ -150,7 +151,7 @@ class SharedAgreements:
         views = []
         for subject, batch in in_batch.items():
             last = batch[-1]
-            agreement_id = UUID(str(last.data["agreement_id"]))
+            agreement_id = uuid_from(last.data["agreement_id"])
             if stored.get(agreement_id, 0) > last.sequence:
                 continue  # never move a read model backwards
             history = [e for e in streams[subject] if e.sequence <= last.sequence] if subject in streams else batch
