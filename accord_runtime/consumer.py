@@ -176,7 +176,7 @@ class BusConsumer:
         self._single_active_consumer = single_active_consumer
         self._max_message_bytes = max_message_bytes  # no Accord event comes near it
         self._batch_size = max(1, batch_size)  # messages handled in one transaction, at most
-        # Projections only: a batch goes to each at once; with a policy, event by event (see below).
+        # Events a policy handles go through the handlers one at a time (see `_segments`).
         self._policy_types = frozenset(t for h in self._handlers if not isinstance(h, Projection) for t in h.handles)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -374,16 +374,10 @@ class BusConsumer:
                         [r.envelope.type for r in received], [r.body for r in received])
                     stored = {row["event_id"] for row in rows}
                     new = list({r.event.id: r.event for r in received if r.event.id in stored}.values())
-                    for segment, policy_sees_it in self._segments(new):
-                        if policy_sees_it:
-                            for handler in self._handlers:
-                                if segment[0].type in handler.handles:
-                                    running = handler.name
-                                    await handler.apply(conn, segment[0])
-                        else:
-                            for handler in self._handlers:
-                                running = handler.name
-                                await apply_all(handler, conn, [e for e in segment if e.type in handler.handles])
+                    for segment in self._segments(new):
+                        for handler in self._handlers:
+                            running = handler.name
+                            await apply_all(handler, conn, segment)
         except Exception as error:
             if is_transient(error):
                 raise _Transient(error) from error
@@ -392,21 +386,21 @@ class BusConsumer:
             self._on_commit()  # the handlers appended events or set timers
         return stored
 
-    def _segments(self, events: list[CloudEvent]) -> Iterator[tuple[list[CloudEvent], bool]]:
+    def _segments(self, events: list[CloudEvent]) -> Iterator[list[CloudEvent]]:
         """`events` cut into runs that only projections handle (folded as one batch by each) and
-        single events a policy handles (True: each goes through every handler before the next
-        event, the order a policy sees; the projections before it have folded what preceded it)."""
+        single events a policy handles (each goes through every handler before the next event, the
+        order a policy sees; the projections before it have folded what preceded it)."""
         run: list[CloudEvent] = []
         for event in events:
             if event.type in self._policy_types:
                 if run:
-                    yield run, False
+                    yield run
                     run = []
-                yield [event], True
+                yield [event]
             else:
                 run.append(event)
         if run:
-            yield run, False
+            yield run
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
@@ -596,20 +590,13 @@ async def replay_inbox(
         async with conn.transaction():
             for projection in projections:
                 await projection.clear(conn)
-            rows = conn.cursor(
+            cursor = await conn.cursor(
                 "SELECT envelope FROM (SELECT DISTINCT ON (event_id) envelope, position FROM inbox"
                 " WHERE consumer = ANY($1::text[]) ORDER BY event_id, position) AS first ORDER BY position",
-                list(consumer_names), prefetch=chunk)
-            events: list[CloudEvent] = []
-            async for row in rows:
-                events.append(readable(CloudEvent.model_validate(row["envelope"]), registry))
-                if len(events) == chunk:
-                    await _apply_chunk(conn, projections, events)
-                    count, events = count + len(events), []
-            await _apply_chunk(conn, projections, events)
-    return count + len(events)
-
-
-async def _apply_chunk(conn: asyncpg.Connection, projections: list[Projection], events: list[CloudEvent]) -> None:
-    for projection in projections:
-        await apply_all(projection, conn, [e for e in events if e.type in projection.handles])
+                list(consumer_names))
+            while rows := await cursor.fetch(chunk):
+                events = [readable(CloudEvent.model_validate(row["envelope"]), registry) for row in rows]
+                for projection in projections:
+                    await apply_all(projection, conn, events)
+                count += len(events)
+    return count

@@ -90,8 +90,9 @@ def with_parties(name: str, *handlers: EventHandler) -> ConsumerDefinition:
     agreements' parties. One queue for both, so each event is received and stored once: the
     parties had a queue of their own (consumer "parties") until 2026-11, which is drained and
     deleted at start (`ConsumerDefinition.formerly`)."""
-    former = ConsumerDefinition(FORMER_PARTIES_CONSUMER, (IdentityProjection(), AgreementParties()))
-    return ConsumerDefinition(name, (IdentityProjection(), AgreementParties(), *handlers), formerly=(former,))
+    parties = (IdentityProjection(), AgreementParties())
+    former = ConsumerDefinition(FORMER_PARTIES_CONSUMER, parties)
+    return ConsumerDefinition(name, (*parties, *handlers), formerly=(former,))
 
 
 FORMER_PARTIES_CONSUMER = "parties"

@@ -62,7 +62,9 @@ def uuid_from(value: str | UUID) -> UUID:
 
 
 async def apply_all(handler: EventHandler, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
-    """Apply `events` in order: as one batch where the handler takes batches, else one by one."""
+    """Apply those of `events` the handler handles, in order: as one batch where the handler takes
+    batches, else one by one."""
+    events = [e for e in events if e.type in handler.handles]
     if not events:
         return
     if isinstance(handler, AppliesBatches):
@@ -171,9 +173,7 @@ class ProjectionRunner:
                 return 0, start
             for name in names:
                 projection = self._projections[name]
-                due = [r.envelope for r in events
-                       if r.envelope.type in projection.handles and r.position > checkpoints[name]]
-                await apply_all(projection, conn, due)
+                await apply_all(projection, conn, [r.envelope for r in events if r.position > checkpoints[name]])
             moved = await self._move_checkpoints(conn, checkpoints, events[-1].position)
             HANDLER_LATENCY.labels(self._service, "projections").observe(time.perf_counter() - started)
             return len(events), min(moved.values())
@@ -184,7 +184,7 @@ class ProjectionRunner:
         async with transaction(self._pool) as conn:
             checkpoint = (await self._lock_checkpoints(conn, [name]))[name]
             due = events if events[0].position > checkpoint else [r for r in events if r.position > checkpoint]
-            await apply_all(projection, conn, [r.envelope for r in due if r.envelope.type in projection.handles])
+            await apply_all(projection, conn, [r.envelope for r in due])
             await self._move_checkpoints(conn, {name: checkpoint}, events[-1].position)
 
     async def _move_checkpoints(self, conn: asyncpg.Connection, checkpoints: dict[str, Position],
