@@ -36,6 +36,7 @@ AGREEMENT_EVENTS = frozenset(m.event_type() for m in REGISTRY
 LIFECYCLE_EVENTS = frozenset(m.event_type() for m in (
     AgreementDrafted, AgreementProposed, AgreementAccepted, AgreementActivated, AgreementAmended, AgreementRenewed,
     AgreementSuspended, AgreementResumed, AgreementTerminated))
+_DRAFTED = AgreementDrafted.event_type()
 
 
 _SUMMARY_COLUMNS = ("agreement_id", "title", "summary", "status", "client_organisation_id",
@@ -62,9 +63,11 @@ class AgreementSummaries:
         await self.apply_batch(conn, [event])
 
     async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
-        ids = list({uuid_from(e.data["agreement_id"]) for e in events})
+        # A drafted event writes its agreement's whole row, so only the others' rows are read.
+        drafted = {uuid_from(e.data["agreement_id"]) for e in events if e.type == _DRAFTED}
+        ids = list({uuid_from(e.data["agreement_id"]) for e in events} - drafted)
         rows = {r["agreement_id"]: dict(r) for r in await conn.fetch(
-            "SELECT * FROM agreement_summaries WHERE agreement_id = ANY($1::uuid[])", ids)}
+            "SELECT * FROM agreement_summaries WHERE agreement_id = ANY($1::uuid[])", ids)} if ids else {}
         for event in events:
             self._fold(rows, event)
         await conn.executemany(_UPSERT_SUMMARY, [tuple(row[c] for c in _SUMMARY_COLUMNS) for row in rows.values()])
