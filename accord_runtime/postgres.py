@@ -69,9 +69,18 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
 
 
 @contextlib.asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection inside a transaction (committed on success, rolled back on error)."""
+async def transaction(pool: asyncpg.Pool, *, durable: bool = True) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection inside a transaction (committed on success, rolled back on error).
+
+    `durable=False` commits without waiting for the WAL flush (``synchronous_commit = off``), so
+    the commit costs no fsync of its own; a crash in the next few hundred milliseconds may lose
+    the transaction, whole and after everything committed before it. Only for work that is done
+    again when lost: a projection batch, whose checkpoint is lost with it. Never before an
+    acknowledgement to someone else (a command's caller, a broker's ack).
+    """
     async with pool.acquire() as conn, conn.transaction():
+        if not durable:
+            await conn.execute("SET LOCAL synchronous_commit = off")
         yield cast(asyncpg.Connection, conn)
 
 

@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from accord_runtime.doorbell import work_left
 from accord_runtime.eventstore import START, EventStore, Position, RecordedEvent
 from accord_runtime.metrics import HANDLER_LATENCY, PROJECTION_POSITION
 from accord_runtime.postgres import TRANSIENT_ERRORS, transaction
@@ -80,6 +81,10 @@ class ProjectionRunner:
     Each batch runs in one transaction that locks the projections' checkpoint rows, reads the
     next events in global order, applies them and moves the checkpoints — so replicas running
     the same runner never apply an event twice, and a crash mid-batch applies nothing of it.
+    Those transactions commit without waiting for the WAL flush (`transaction(durable=False)`):
+    one lost in a crash takes its checkpoint with it and is applied again. That holds only while
+    projections write nothing but their tables, so a batch that appended events or set a timer
+    (which the relay or the scheduler could act on before the flush) fails instead.
     """
 
     def __init__(self, store: EventStore, pool: asyncpg.Pool, projections: Sequence[Projection],
@@ -164,16 +169,18 @@ class ProjectionRunner:
 
     async def _batch(self, names: list[str]) -> tuple[int, Position]:
         """Apply the next batch; return how many events were read and the lowest checkpoint after it."""
-        async with transaction(self._pool) as conn:
+        async with transaction(self._pool, durable=False) as conn:  # replayed from the store if lost
             checkpoints = await self._lock_checkpoints(conn, names)
             start = min(checkpoints.values())
             started = time.perf_counter()
             events = await self._store.read_all(start, self._batch_size, conn=conn)
             if not events:
                 return 0, start
+            noted = work_left()
             for name in names:
                 projection = self._projections[name]
                 await apply_all(projection, conn, [r.envelope for r in events if r.position > checkpoints[name]])
+            _only_read_models(noted, names)
             moved = await self._move_checkpoints(conn, checkpoints, events[-1].position)
             HANDLER_LATENCY.labels(self._service, "projections").observe(time.perf_counter() - started)
             return len(events), min(moved.values())
@@ -181,10 +188,12 @@ class ProjectionRunner:
     async def _fold(self, name: str, events: list[RecordedEvent]) -> None:
         """Apply `events` to one projection in a transaction of its own (a rebuild's step)."""
         projection = self._projections[name]
-        async with transaction(self._pool) as conn:
+        async with transaction(self._pool, durable=False) as conn:
             checkpoint = (await self._lock_checkpoints(conn, [name]))[name]
             due = events if events[0].position > checkpoint else [r for r in events if r.position > checkpoint]
+            noted = work_left()
             await apply_all(projection, conn, [r.envelope for r in due])
+            _only_read_models(noted, [name])
             await self._move_checkpoints(conn, {name: checkpoint}, events[-1].position)
 
     async def _move_checkpoints(self, conn: asyncpg.Connection, checkpoints: dict[str, Position],
@@ -253,6 +262,13 @@ class ProjectionRunner:
             return total
         finally:
             reading.cancel()
+
+
+def _only_read_models(noted: int, names: list[str]) -> None:
+    """Raise (rolling the batch back) if the projections left work for the workers since `noted`."""
+    if work_left() != noted:
+        raise RuntimeError(f"projections {names} appended events or set a timer: a projection of the runner"
+                           " may write only its own tables (its batches commit without waiting for the flush)")
 
 
 async def _all(steps: Iterable[Awaitable[None]]) -> None:

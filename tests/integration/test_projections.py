@@ -160,3 +160,62 @@ async def test_running_runner_wakes_on_ring(store: EventStore, pool: asyncpg.Poo
     finally:
         projections.stop()
         await asyncio.wait_for(task, 5)
+
+
+class _Settings:
+    """A projection noting the transaction's `synchronous_commit` each time it is applied."""
+
+    name = "settings_probe"
+
+    def __init__(self, handles: frozenset[str]) -> None:
+        self.handles = handles
+        self.seen: list[str] = []
+
+    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
+        self.seen.append(await conn.fetchval("SELECT current_setting('synchronous_commit')"))
+
+    async def clear(self, conn: asyncpg.Connection) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("agreements_schema")
+async def test_projection_batches_commit_without_waiting_for_the_flush_and_appends_still_do(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """Batches and rebuild steps are replayed from the store if a crash loses them; appends are not."""
+    probe = _Settings(AgreementSummaries.handles)
+    projections = ProjectionRunner(store, pool, [AgreementSummaries(), probe], service="test")
+    await seed(store, 2)
+    await projections.catch_up()
+    await projections.rebuild()
+    assert probe.seen and set(probe.seen) == {"off"}
+    assert await pool.fetchval("SELECT current_setting('synchronous_commit')") == "on"  # SET LOCAL ended
+
+
+class _Appending(_Settings):
+    """A projection that (wrongly) appends an event of its own for each one it sees."""
+
+    def __init__(self, store: EventStore, handles: frozenset[str]) -> None:
+        super().__init__(handles)
+        self.store = store
+
+    async def apply(self, conn: asyncpg.Connection, event: CloudEvent) -> None:
+        agreement, client = Agreement(uuid.uuid4()), uuid.uuid4()
+        agreement.draft(title="echo", summary="", client_organisation_id=client,
+                        provider_organisation_id=uuid.uuid4(), by_organisation_id=client)
+        await self.store.append(stream_id(agreement.agreement_id), 0, agreement.pending,
+                                Metadata.new("user:t"), conn=conn)
+
+
+@pytest.mark.usefixtures("agreements_schema")
+async def test_a_runner_projection_that_appends_fails_and_leaves_nothing(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """Its batch commits without a flush, so the relay could publish an event a crash then loses."""
+    await seed(store, 1)
+    events = await pool.fetchval("SELECT count(*) FROM events")
+    projections = ProjectionRunner(store, pool, [AgreementSummaries(), _Appending(store, AgreementSummaries.handles)],
+                                   service="test")
+    with pytest.raises(RuntimeError, match="may write only its own tables"):
+        await projections.catch_up()
+    assert await pool.fetchval("SELECT count(*) FROM events") == events
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == events
+    assert await pool.fetchval("SELECT count(*) FROM agreement_summaries") == 0
