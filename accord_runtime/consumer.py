@@ -105,9 +105,8 @@ def readable(envelope: CloudEvent, registry: EventRegistry) -> CloudEvent:
 
     Raises `UnknownEventType` for a type this build cannot read, or the validation error.
     """
-    data = registry.validate(envelope.type, envelope.data)
-    current = {"type": data.event_type(), "data": data.model_dump(mode="json")}
-    return envelope.model_copy(update=current)
+    event_type, data = registry.validate_current(envelope.type, envelope.data)
+    return envelope.model_copy(update={"type": event_type, "data": data})
 
 
 class _Received(NamedTuple):

@@ -94,10 +94,21 @@ class EventRegistry:
             return recent[1]
         model, known = self._current_form(event_type, data)
         decoded = model.model_validate(known, strict=False)
+        self._remember(data, event_type, decoded)
+        return decoded
+
+    def validate_current(self, event_type: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """`validate`, then the event's current type and data (JSON-ready). `decode` of that data
+        then costs nothing: the handlers of a bus consumer read what the consumer validated."""
+        decoded = self.validate(event_type, data)
+        current_type, current = decoded.event_type(), decoded.model_dump(mode="json")
+        self._remember(current, current_type, decoded)
+        return current_type, current
+
+    def _remember(self, data: dict[str, Any], event_type: str, decoded: EventData) -> None:
         if len(self._recent) >= _RECENT:
             self._recent.popitem(last=False)  # the oldest
-        self._recent[key] = (data, decoded)
-        return decoded
+        self._recent[(id(data), event_type)] = (data, decoded)
 
     def _current_form(self, event_type: str, data: dict[str, Any]) -> tuple[type[EventData], dict[str, Any]]:
         """The current model of `event_type` and `data` upcast to it, without unknown fields."""

@@ -167,11 +167,13 @@ class SharedAgreements:
                    agreement_version = EXCLUDED.agreement_version, status = EXCLUDED.status,
                    snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at""",
             [v.document for v in views])
-        await conn.execute(
-            """WITH contacts AS (DELETE FROM agreement_contacts WHERE agreement_id = ANY($1::uuid[])),
-                    scope_changes AS (DELETE FROM open_scope_changes WHERE agreement_id = ANY($1::uuid[]))
-               DELETE FROM open_breakdowns WHERE agreement_id = ANY($1::uuid[])""",
-            [v.agreement_id for v in views])
+        # The other rows of an agreement are written with its document: without one, there are none.
+        if replaced := [v.agreement_id for v in views if v.agreement_id in stored]:
+            await conn.execute(
+                """WITH contacts AS (DELETE FROM agreement_contacts WHERE agreement_id = ANY($1::uuid[])),
+                        scope_changes AS (DELETE FROM open_scope_changes WHERE agreement_id = ANY($1::uuid[]))
+                   DELETE FROM open_breakdowns WHERE agreement_id = ANY($1::uuid[])""",
+                replaced)
         for statement, rows in (
                 ("INSERT INTO agreement_contacts VALUES ($1, $2, $3, $4, $5, $6, $7)",
                  [row for v in views for row in v.contacts]),

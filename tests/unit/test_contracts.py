@@ -106,6 +106,11 @@ def test_old_versions_are_upcast_to_the_current_model() -> None:
 
     event = registry.decode("accord.test.ThingHappened.v1", {"label": "a"})
     assert event == ThingV2(label="a", weight=1) == registry.validate("accord.test.ThingHappened.v1", {"label": "a"})
+    # What a bus consumer hands its handlers: the current form, whose decoding is the validated model.
+    current_type, current = registry.validate_current("accord.test.ThingHappened.v1", {"label": "b"})
+    assert (current_type, current) == ("accord.test.ThingHappened.v2", {"label": "b", "weight": 1})
+    assert registry.decode(current_type, current) is registry.decode(current_type, current) == ThingV2(
+        label="b", weight=1)
     with pytest.raises(UnknownEventType):
         registry.decode("accord.test.ThingHappened.v3", {"label": "a", "weight": 2})
 
