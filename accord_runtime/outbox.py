@@ -166,7 +166,7 @@ class OutboxRelay:
         """Publish the outbox until `stop()`: lead when the lock is free, else wait to take over."""
         self._stopped.clear()
         try:
-            opened = await self._open_exchange()
+            opened = await self._open_channel()
             if opened is None:
                 return
             connection, channel = opened
@@ -187,7 +187,7 @@ class OutboxRelay:
         self._waiter.wake()
         await self._stopped.wait()
 
-    async def _open_exchange(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel] | None:
+    async def _open_channel(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel] | None:
         """Connect (robustly: it reconnects by itself from then on), declare the exchange, and
         return the connection and the channel (with publisher confirms) to publish on."""
         while not self._stopping.is_set():

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
@@ -171,18 +171,16 @@ class ProjectionRunner:
 
     async def _batch(self, names: list[str]) -> tuple[int, Position]:
         """Apply the next batch; return how many events were read and the lowest checkpoint after it."""
-        async with transaction(self._pool, durable=False) as conn:  # replayed from the store if lost
+        async with self._batch_transaction(names) as conn:
             checkpoints = await self._lock_checkpoints(conn, names)
             start = min(checkpoints.values())
             started = time.perf_counter()
             events = await self._store.read_all(start, self._batch_size, conn=conn)
             if not events:
                 return 0, start
-            noted = work_left()
             for name in names:
                 projection = self._projections[name]
                 await apply_all(projection, conn, [r.envelope for r in events if r.position > checkpoints[name]])
-            _only_read_models(noted, names)
             moved = await self._move_checkpoints(conn, checkpoints, events[-1].position)
             HANDLER_LATENCY.labels(self._service, "projections").observe(time.perf_counter() - started)
             return len(events), min(moved.values())
@@ -190,13 +188,24 @@ class ProjectionRunner:
     async def _fold(self, name: str, events: list[RecordedEvent]) -> None:
         """Apply `events` to one projection in a transaction of its own (a rebuild's step)."""
         projection = self._projections[name]
-        async with transaction(self._pool, durable=False) as conn:
+        async with self._batch_transaction([name]) as conn:
             checkpoint = (await self._lock_checkpoints(conn, [name]))[name]
             due = events if events[0].position > checkpoint else [r for r in events if r.position > checkpoint]
-            noted = work_left()
             await apply_all(projection, conn, [r.envelope for r in due])
-            _only_read_models(noted, [name])
             await self._move_checkpoints(conn, {name: checkpoint}, events[-1].position)
+
+    @contextlib.asynccontextmanager
+    async def _batch_transaction(self, names: list[str]) -> AsyncIterator[asyncpg.Connection]:
+        """The transaction of a batch of the projections `names`: committed without waiting for the
+        flush (if a crash loses it, its checkpoints go with it and the events are applied again),
+        and rolled back with an error if the projections left work for the workers."""
+        async with transaction(self._pool, durable=False) as conn:
+            noted = work_left()
+            yield conn
+            if work_left() != noted:
+                raise RuntimeError(f"projections {names} appended events or set a timer: a projection of the"
+                                   " runner may write only its own tables (its batches commit without waiting"
+                                   " for the flush)")
 
     async def _move_checkpoints(self, conn: asyncpg.Connection, checkpoints: dict[str, Position],
                                 last: Position) -> dict[str, Position]:
@@ -264,13 +273,6 @@ class ProjectionRunner:
             return total
         finally:
             reading.cancel()
-
-
-def _only_read_models(noted: int, names: list[str]) -> None:
-    """Raise (rolling the batch back) if the projections left work for the workers since `noted`."""
-    if work_left() != noted:
-        raise RuntimeError(f"projections {names} appended events or set a timer: a projection of the runner"
-                           " may write only its own tables (its batches commit without waiting for the flush)")
 
 
 async def _all(steps: Iterable[Awaitable[None]]) -> None:
