@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from datetime import timedelta
 
@@ -18,6 +20,7 @@ from services.agreements.domain import (
     NotAParty,
     stream_id,
 )
+from services.agreements.domain.agreement import KEYED_PARTS
 from tests.unit.agreement_builders import CLIENT, NOW, PROVIDER, STRANGER, active, drafted, policy, steps
 
 
@@ -203,7 +206,13 @@ def test_random_commands_across_all_parts_keep_invariants_and_replay(
         _check_invariants(agreement)
     wire = [REGISTRY.decode(e.event_type(), e.model_dump(mode="json")) for e in agreement.pending]
     replayed = Agreement.replay(agreement.agreement_id, wire)
-    expected = agreement.snapshot() | {"version": len(agreement.pending)}
+    snapshot = agreement.snapshot()
+    assert json.loads(json.dumps(snapshot)) == snapshot  # plain JSON data, shared with nothing
+    for part in KEYED_PARTS:
+        for key, entry in snapshot[part].items():
+            value = getattr(agreement, part)[uuid.UUID(key)]
+            assert set(entry) == {f.name for f in dataclasses.fields(value)}
+    expected = snapshot | {"version": len(agreement.pending)}
     assert replayed.snapshot() == expected
     assert stream_id(agreement.agreement_id) == f"agreement-{agreement.agreement_id}"
 

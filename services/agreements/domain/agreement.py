@@ -47,8 +47,9 @@ class Agreement(GoalsPart, DeliverablesPart, CommunicationPart, PeoplePart, SLAP
         """The whole agreement as JSON-ready data: the detail read model, time travel and diffs use it."""
         state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "pending"}
         state["accepted_by"] = sorted(self.accepted_by)
-        for part in KEYED_PARTS:
-            state[part] = {str(key): dataclasses.asdict(value) for key, value in state[part].items()}
+        # The keyed parts as they are: to_jsonable_python writes their ids as strings and each entry
+        # as a dict of its fields, in a fifth of the time it took to deep-copy every entry with
+        # `dataclasses.asdict` and turn every key into a string first (bench/snapshot.py).
         state["escalation_matrix"] = self.escalation_matrix()
         data: dict[str, Any] = to_jsonable_python(state)
         return data
