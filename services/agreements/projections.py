@@ -11,9 +11,10 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from pydantic import ValidationError
 
 from accord_runtime.projections import uuid_from
-from contracts import REGISTRY, CloudEvent
+from contracts import REGISTRY, CloudEvent, EventData
 from contracts.agreements import (
     AgreementAccepted,
     AgreementActivated,
@@ -28,6 +29,7 @@ from contracts.agreements import (
     ScopeChangeRequested,
 )
 from services.agreements.domain import Agreement
+from services.agreements.domain.agreement import state_format
 from services.agreements.reactions import store_on
 
 #: Every event type of an agreement's stream (each carries `agreement_id`).
@@ -127,11 +129,15 @@ class AgreementHistory:
 
 
 class SharedAgreements:
-    """The agreement as of its latest event, replayed from its stream: the snapshot (detail view),
-    the contacts (escalation matrix), open scope changes and open breakdowns.
+    """The agreement as of its latest event: the snapshot (detail view), the contacts (escalation
+    matrix), open scope changes and open breakdowns.
 
-    A batch replays each agreement it touches once, up to its last event in the batch, and
-    rewrites that agreement's rows, so applying events again writes the same rows.
+    A batch brings each agreement it touches up to its last event in the batch and rewrites that
+    agreement's rows, so applying events again writes the same rows. An agreement is restored
+    from its stored snapshot and evolved by the batch's events, so a batch costs the same on an
+    agreement of ten events as on one of ten thousand; it is replayed from its stream only when
+    the stream starts in the batch, or when the stored snapshot is not the one right before the
+    batch or of another `state_format()` (a build whose agreement state had another shape).
     """
 
     name = "shared_agreements"
@@ -144,29 +150,42 @@ class SharedAgreements:
         in_batch: dict[str, list[CloudEvent]] = {}
         for event in events:  # in global order: each stream's events in version order
             in_batch.setdefault(event.subject, []).append(event)
-        stored = {r["agreement_id"]: r["stream_version"] for r in await conn.fetch(
-            "SELECT agreement_id, stream_version FROM agreement_documents WHERE agreement_id = ANY($1::uuid[])",
-            [uuid_from(batch[0].data["agreement_id"]) for batch in in_batch.values()])}
+        ids = {subject: uuid_from(batch[0].data["agreement_id"]) for subject, batch in in_batch.items()}
+        stored = {r["agreement_id"]: r for r in await conn.fetch(
+            "SELECT agreement_id, stream_version, state_format, state FROM agreement_documents"
+            " WHERE agreement_id = ANY($1::uuid[])", list(ids.values()))}
+        agreements = {subject: agreement for subject, batch in in_batch.items()
+                      if (agreement := _restored(stored.get(ids[subject]), batch[0].sequence)) is not None}
         # A stream whose first event is in the batch is replayed from the batch (a batch is a run of
         # the global order, so it holds every later version up to its last); the others are read.
-        older = [subject for subject, batch in in_batch.items() if batch[0].sequence > 1]
+        older = [subject for subject, batch in in_batch.items() if batch[0].sequence > 1 and subject not in agreements]
         streams = await store_on(conn).read_streams(older, conn=conn) if older else {}
+        since = await _open_since(conn, [ids[subject] for subject in agreements]) if agreements else {}
         views = []
         for subject, batch in in_batch.items():
             last = batch[-1]
-            agreement_id = uuid_from(last.data["agreement_id"])
-            if stored.get(agreement_id, 0) > last.sequence:
+            row = stored.get(ids[subject])
+            if row is not None and row["stream_version"] > last.sequence:
                 continue  # never move a read model backwards
-            history = [e for e in streams[subject] if e.sequence <= last.sequence] if subject in streams else batch
-            views.append(_AgreementView.of(agreement_id, history, last.time))
+            if subject in agreements:
+                agreement, applied = agreements[subject], batch
+            else:
+                agreement = Agreement(ids[subject])
+                applied = [e for e in streams[subject] if e.sequence <= last.sequence] if subject in streams else batch
+            decoded = [REGISTRY.decode(e.type, e.data) for e in applied]
+            agreement.catch_up(decoded)
+            views.append(_AgreementView.of(agreement, _opened(applied, decoded, since), last.time))
         if not views:
             return
         await conn.executemany(
-            """INSERT INTO agreement_documents VALUES ($1, $2, $3, $4, $5, $6)
+            """INSERT INTO agreement_documents (agreement_id, stream_version, agreement_version, status, snapshot,
+                                                updated_at, state, state_format)
+               VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $5, $7)
                ON CONFLICT (agreement_id) DO UPDATE SET stream_version = EXCLUDED.stream_version,
                    agreement_version = EXCLUDED.agreement_version, status = EXCLUDED.status,
-                   snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at""",
-            [v.document for v in views])
+                   snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at, state = EXCLUDED.state,
+                   state_format = EXCLUDED.state_format""",
+            [(*v.document, state_format()) for v in views])
         # The other rows of an agreement are written with its document: without one, there are none.
         if replaced := [v.agreement_id for v in views if v.agreement_id in stored]:
             await conn.execute(
@@ -199,15 +218,10 @@ class _AgreementView:
     breakdowns: list[tuple[Any, ...]]
 
     @classmethod
-    def of(cls, agreement_id: UUID, envelopes: list[CloudEvent], updated_at: datetime) -> _AgreementView:
-        events = [REGISTRY.decode(e.type, e.data) for e in envelopes]
-        agreement = Agreement.replay(agreement_id, events)
-        since: dict[UUID, datetime] = {}
-        for envelope, decoded in zip(envelopes, events, strict=True):
-            if isinstance(decoded, BreakdownReported):
-                since[decoded.breakdown_id] = envelope.time
-            elif isinstance(decoded, ScopeChangeRequested):
-                since[decoded.change_id] = envelope.time
+    def of(cls, agreement: Agreement, since: dict[UUID, datetime], updated_at: datetime) -> _AgreementView:
+        """The rows of `agreement`; `since` holds when each of its open breakdowns and scope changes
+        was reported or requested."""
+        agreement_id = agreement.agreement_id
         breakdowns = []
         for b in agreement.open_breakdowns():
             procedure = agreement.procedures[b.procedure_id]
@@ -217,7 +231,7 @@ class _AgreementView:
         return cls(
             agreement_id=agreement_id,
             document=(agreement_id, agreement.version, agreement.agreement_version, agreement.status,
-                      agreement.snapshot(), updated_at),
+                      agreement.snapshot_json().decode(), updated_at),
             contacts=[(agreement_id, c.contact_id, c.side, c.role, c.name, c.email, c.escalation_level)
                       for c in agreement.contacts.values()],
             scope_changes=[(agreement_id, s.change_id, s.title, s.what, s.why, s.requested_by_side, s.status,
@@ -226,3 +240,37 @@ class _AgreementView:
                            for s in agreement.scope_changes.values() if s.open],
             breakdowns=breakdowns,
         )
+
+
+def _restored(row: asyncpg.Record | None, first: int) -> Agreement | None:
+    """The agreement from its stored snapshot, if that is the one right before stream version
+    `first` and of this build's `state_format()`; else None (replay it)."""
+    if (row is None or first == 1 or row["stream_version"] != first - 1 or row["state"] is None
+            or row["state_format"] != state_format()):
+        return None
+    try:
+        return Agreement.restore(row["state"])
+    except ValidationError:
+        return None  # unreadable after all: the stream still holds the truth
+
+
+async def _open_since(conn: asyncpg.Connection, agreement_ids: list[UUID]) -> dict[UUID, datetime]:
+    """When the open breakdowns and scope changes of restored agreements were reported or requested."""
+    rows = await conn.fetch(
+        "SELECT breakdown_id AS id, reported_at AS since FROM open_breakdowns WHERE agreement_id = ANY($1::uuid[])"
+        " UNION ALL"
+        " SELECT change_id, requested_at FROM open_scope_changes WHERE agreement_id = ANY($1::uuid[])",
+        agreement_ids)
+    return {row["id"]: row["since"] for row in rows}
+
+
+def _opened(applied: list[CloudEvent], decoded: list[EventData],
+            since: dict[UUID, datetime]) -> dict[UUID, datetime]:
+    """`since`, with the breakdowns and scope changes that the events `applied` opened."""
+    opened = dict(since)
+    for envelope, event in zip(applied, decoded, strict=True):
+        if isinstance(event, BreakdownReported):
+            opened[event.breakdown_id] = envelope.time
+        elif isinstance(event, ScopeChangeRequested):
+            opened[event.change_id] = envelope.time
+    return opened

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -13,8 +15,10 @@ from accord_runtime.eventstore import EventStore, Metadata
 from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.projections import ProjectionRunner
 from contracts import CloudEvent
+from contracts.agreements import ProcedureStep
 from services.agreements.domain import Agreement, stream_id
-from services.agreements.projections import AgreementHistory, AgreementSummaries
+from services.agreements.domain.agreement import state_format
+from services.agreements.projections import AgreementHistory, AgreementSummaries, SharedAgreements
 from tests.support import eventually
 
 pytestmark = pytest.mark.servers
@@ -219,3 +223,101 @@ async def test_a_runner_projection_that_appends_fails_and_leaves_nothing(
     assert await pool.fetchval("SELECT count(*) FROM events") == events
     assert await pool.fetchval("SELECT count(*) FROM outbox") == events
     assert await pool.fetchval("SELECT count(*) FROM agreement_summaries") == 0
+
+
+def _long_lived(client: uuid.UUID, provider: uuid.UUID) -> tuple[Agreement, list[list[object]]]:
+    """An active agreement, and its later events in waves: breakdowns and scope changes opened in
+    one wave and resolved, assessed or left open in later ones, contacts changing, status updates."""
+    agreement = Agreement(uuid.uuid4())
+    agreement.draft(title="Bookkeeping", summary="", client_organisation_id=client,
+                    provider_organisation_id=provider, by_organisation_id=client)
+    steps = [ProcedureStep(step_id=uuid.uuid4(), title="send receipts", owner_side="client", owner_role="office"),
+             ProcedureStep(step_id=uuid.uuid4(), title="book them", owner_side="provider", owner_role="bookkeeper")]
+    procedure_id = uuid.uuid4()
+    agreement.define_procedure(provider, procedure_id=procedure_id, name="Month end", steps=steps)
+    agreement.propose(client)
+    agreement.accept(client)
+    agreement.accept(provider)
+    waves: list[list[object]] = [list(agreement.pending)]
+    agreement.pending.clear()
+    now = datetime.now(UTC)
+    opened: list[uuid.UUID] = []
+    for wave in range(6):
+        breakdown_id, change_id, contact_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        agreement.report_breakdown(client, breakdown_id=breakdown_id, procedure_id=procedure_id,
+                                   step_id=steps[wave % 2].step_id, what_broke=f"wave {wave}", impact="late")
+        agreement.request_scope_change(client, change_id=change_id, title=f"wave {wave}", what="more", why="growth")
+        agreement.assign_contact(provider, contact_id=contact_id, role="accountant", name=f"Person {wave}",
+                                 email=f"p{wave}@example.com", escalation_level=1 + wave % 3)
+        if opened:
+            agreement.resolve_breakdown(provider, breakdown_id=opened.pop(0), fix="fixed")
+        if wave % 2:
+            agreement.assess_scope_change(provider, change_id=change_id, effort_hours=wave, cost_minor_units=100,
+                                          currency="EUR", timeline_impact_days=1)
+        for n in range(wave):
+            agreement.post_status_update(provider, update_id=uuid.uuid4(), summary=f"{wave}.{n}", now=now)
+        opened.append(breakdown_id)
+        waves.append(list(agreement.pending))
+        agreement.pending.clear()
+    return agreement, waves
+
+
+async def _shared_rows(pool: asyncpg.Pool) -> list[list[str]]:
+    tables = ("agreement_documents", "agreement_contacts", "open_scope_changes", "open_breakdowns")
+    return [sorted(json.dumps(dict(r), default=str) for r in await pool.fetch(f"SELECT * FROM {table}"))
+            for table in tables]
+
+
+@pytest.mark.usefixtures("agreements_schema")
+async def test_shared_agreements_restored_wave_by_wave_equal_a_replay_of_the_streams(
+        store: EventStore, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    restored: list[str | bytes] = []
+    original = Agreement.restore.__func__  # type: ignore[attr-defined]
+
+    def restore(cls: type[Agreement], text: str | bytes) -> Agreement:
+        restored.append(text)
+        return original(cls, text)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Agreement, "restore", classmethod(restore))
+    client, provider, meta = uuid.uuid4(), uuid.uuid4(), Metadata.new("user:t")
+    projections = ProjectionRunner(store, pool, [SharedAgreements()], service="test", batch_size=5,
+                                   rebuild_batch_size=1000)
+    agreements = [_long_lived(client, provider) for _ in range(3)]
+    versions = [0] * len(agreements)
+    for wave in range(7):
+        for n, (agreement, waves) in enumerate(agreements):
+            result = await store.append(stream_id(agreement.agreement_id), versions[n], waves[wave], meta)  # type: ignore[arg-type]
+            versions[n] = result.version
+        await projections.catch_up()
+    incremental = await _shared_rows(pool)
+    assert restored  # batches after the first of each agreement started from its stored snapshot
+    documents = {r["agreement_id"]: r for r in await pool.fetch("SELECT * FROM agreement_documents")}
+    for agreement, _ in agreements:
+        agreement.version = sum(len(wave) for wave in _)
+        assert documents[agreement.agreement_id]["snapshot"] == agreement.snapshot()
+        assert documents[agreement.agreement_id]["state_format"] == state_format()
+    assert len(incremental[3]) == 3 and len(incremental[2]) == 6 * 3  # open breakdowns, open scope changes
+    await projections.rebuild()  # every stream replayed from its start, in batches of 1,000
+    assert await _shared_rows(pool) == incremental
+
+
+@pytest.mark.usefixtures("agreements_schema")
+async def test_a_document_of_another_state_format_is_replayed_not_restored(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    client, provider, meta = uuid.uuid4(), uuid.uuid4(), Metadata.new("user:t")
+    projections = ProjectionRunner(store, pool, [SharedAgreements()], service="test")
+    agreement, waves = _long_lived(client, provider)
+    result = await store.append(stream_id(agreement.agreement_id), 0, waves[0], meta)  # type: ignore[arg-type]
+    await projections.catch_up()
+    # as an older build would have left it: another shape, here a title the stream never had
+    await pool.execute("UPDATE agreement_documents SET state_format = 'older',"
+                       " state = replace(state, '\"Bookkeeping\"', '\"Stale\"')")
+    await store.append(stream_id(agreement.agreement_id), result.version, waves[1], meta)  # type: ignore[arg-type]
+    await projections.catch_up()
+    row = await pool.fetchrow("SELECT snapshot, state_format FROM agreement_documents")
+    assert row is not None and row["snapshot"]["title"] == "Bookkeeping" and row["state_format"] == state_format()
+    # the same stale state in this build's format is restored (which is what the format guards)
+    await pool.execute("UPDATE agreement_documents SET state = replace(state, '\"Bookkeeping\"', '\"Stale\"')")
+    await store.append(stream_id(agreement.agreement_id), result.version + len(waves[1]), waves[2], meta)  # type: ignore[arg-type]
+    await projections.catch_up()
+    assert (await pool.fetchval("SELECT snapshot FROM agreement_documents"))["title"] == "Stale"

@@ -214,6 +214,9 @@ def test_random_commands_across_all_parts_keep_invariants_and_replay(
             assert set(entry) == {f.name for f in dataclasses.fields(value)}
     expected = snapshot | {"version": len(agreement.pending)}
     assert replayed.snapshot() == expected
+    # restored from its JSON text, it is the replayed agreement again, its parts in the same order
+    restored = Agreement.restore(replayed.snapshot_json())
+    assert restored == replayed and restored.snapshot_json() == replayed.snapshot_json()
     assert stream_id(agreement.agreement_id) == f"agreement-{agreement.agreement_id}"
 
 

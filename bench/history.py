@@ -1,0 +1,102 @@
+"""Benchmark: what one more event costs on an agreement with a long history.
+
+Agreements live for years, and every change is an event on the agreement's one stream. This
+seeds agreements of growing length (status updates posted on an active agreement, appended in
+bulk), then, for each length, times two things on it, one event at a time:
+
+* **command**: `handlers.change_agreement` posting one more status update (load the agreement,
+  decide, append with the status clock's timer), as the API runs it;
+* **projections**: the agreements service's `ProjectionRunner.catch_up()` applying that event
+  (every projection of the service, the shared-agreement document included).
+
+    .venv/bin/python -m bench.history [--lengths 10,100,1000,3000] [--samples 30]
+
+Prints the median and p90 of each, in ms, per length. A throwaway database, like `bench.run`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+
+import uvloop
+
+from accord_runtime.eventstore import Metadata
+from accord_runtime.logs import configure_logging
+from bench.harness import BenchConfig, throwaway_database
+from bench.service import ACTOR, Storage, settings_for, storage
+from services.agreements import handlers
+from services.agreements.domain import Agreement, stream_id
+
+CLIENT, PROVIDER = uuid.uuid4(), uuid.uuid4()
+SEED_CHUNK = 500  # events appended at once while seeding
+
+
+async def seed(service: Storage, length: int) -> uuid.UUID:
+    """An active agreement with a communication plan and status updates, `length` events in all."""
+    agreement = Agreement(uuid.uuid4())
+    agreement.draft(title="Long-lived", summary="", client_organisation_id=CLIENT,
+                    provider_organisation_id=PROVIDER, by_organisation_id=CLIENT)
+    agreement.set_communication_plan(CLIENT, status_update_every_seconds=None, meetings="weekly", channels=[],
+                                     now=datetime.now(UTC))
+    agreement.propose(CLIENT)
+    agreement.accept(CLIENT)
+    agreement.accept(PROVIDER)
+    meta, version = Metadata.new(ACTOR), 0
+    while True:
+        while len(agreement.pending) < min(SEED_CHUNK, length - version):
+            agreement.post_status_update(PROVIDER, update_id=uuid.uuid4(), summary="all well",
+                                         now=datetime.now(UTC))
+        result = await service.store.append(stream_id(agreement.agreement_id), version, agreement.pending, meta)
+        version = result.version
+        agreement.pending.clear()
+        if version >= length:
+            return agreement.agreement_id
+
+
+async def measure(service: Storage, agreement_id: uuid.UUID, samples: int) -> tuple[list[float], list[float]]:
+    ctx = handlers.Context(service.store, service.pool)
+    meta = Metadata.new(ACTOR)
+    commands, projections = [], []
+    for _ in range(samples):
+        started = time.perf_counter()
+        await handlers.change_agreement(ctx, agreement_id, meta, lambda a, now: a.post_status_update(
+            PROVIDER, update_id=uuid.uuid4(), summary="one more", now=now))
+        commands.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await service.projections.catch_up()
+        projections.append(time.perf_counter() - started)
+    return commands, projections
+
+
+def _ms(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"{statistics.median(ordered) * 1000:7.2f} / {ordered[int(len(ordered) * 0.9)] * 1000:7.2f}"
+
+
+async def main(lengths: list[int], samples: int) -> None:
+    config = BenchConfig.create(quick=False)
+    async with throwaway_database(config) as url, storage(settings_for(url, "history")) as service:
+        print(f"{'events':>7}  {'command p50 / p90 ms':>21}  {'projections p50 / p90 ms':>25}")
+        for length in lengths:
+            agreement_id = await seed(service, length)
+            await service.projections.catch_up(timeout=None)
+            commands, projections = await measure(service, agreement_id, samples)
+            print(f"{length:>7}  {_ms(commands):>21}  {_ms(projections):>25}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default="10,100,1000,3000")
+    parser.add_argument("--samples", type=int, default=30)
+    args = parser.parse_args()
+    configure_logging("WARNING", json=False)
+    uvloop.run(main([int(n) for n in args.lengths.split(",")], args.samples))
+
+
+if __name__ == "__main__":
+    cli()
