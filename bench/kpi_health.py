@@ -1,0 +1,99 @@
+"""Benchmark: what re-scoring an agreement's health costs as its relationship history grows.
+
+The kpi service re-scores an agreement's health on each of its agreements and queries events
+(`HealthOnRelationshipEvents`, in the consumer's transaction). This seeds agreements whose log
+of relationship events (`relationship_events`: queries raised and answered, as the bus feeds
+them) holds 10 to 10,000 events, then times that policy on one more query raised, committed,
+one at a time.
+
+    .venv/bin/python -m bench.kpi_health [--lengths 10,100,1000,10000] [--samples 20]
+
+Prints the median and p90, in ms, per length. A throwaway database, like `bench.run`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import uvloop
+
+from accord_runtime.logs import configure_logging
+from accord_runtime.postgres import transaction
+from accord_runtime.service import ServiceRuntime
+from bench.harness import BenchConfig, throwaway_database
+from contracts import CloudEvent
+from contracts.queries import QueryAnswered, QueryRaised
+from services.kpi.main import DEFINITION, KpiSettings
+from services.kpi.reactions import HealthOnRelationshipEvents
+
+
+def raised(agreement_id: uuid.UUID, at: datetime) -> QueryRaised:
+    return QueryRaised(query_id=uuid.uuid4(), agreement_id=agreement_id, raised_by_side="client",
+                       addressed_to_side="provider", priority="normal", subject="Invoices",
+                       body="Where are March's invoices?", raised_at=at)
+
+
+def envelope(data: QueryRaised | QueryAnswered, at: datetime) -> CloudEvent:
+    return CloudEvent(id=uuid.uuid4(), source="/accord/queries", type=data.event_type(),
+                      subject=f"query-{data.query_id}", time=at, data=data.model_dump(mode="json"), sequence=1,
+                      correlationid=uuid.uuid4(), actor="user:bench")
+
+
+async def seed(runtime: ServiceRuntime, agreement_id: uuid.UUID, length: int) -> None:
+    """`length` relationship events, queries raised and answered an hour later, over past days."""
+    start = datetime.now(UTC) - timedelta(days=365)
+    rows = []
+    for n in range(length // 2):
+        at = start + timedelta(minutes=30 * n)
+        question = raised(agreement_id, at)
+        answer = QueryAnswered(query_id=question.query_id, agreement_id=agreement_id, answered_by_side="provider",
+                               answer="Sent.", answered_at=at + timedelta(hours=1))
+        for data, when in ((question, at), (answer, at + timedelta(hours=1))):
+            rows.append((uuid.uuid4(), agreement_id, data.event_type(), when, json.dumps(data.model_dump(mode="json"))))
+    await runtime.pool.executemany(
+        "INSERT INTO relationship_events VALUES ($1, $2, $3, $4, $5::text::jsonb)", rows)
+
+
+async def main(lengths: list[int], samples: int) -> None:
+    config = BenchConfig.create(quick=False)
+    async with throwaway_database(config) as url:
+        runtime = ServiceRuntime(DEFINITION, KpiSettings(database_url=url, database_schema="kpi_health",
+                                                         log_level="WARNING"))
+        await runtime.open_storage()
+        policy = HealthOnRelationshipEvents()
+        try:
+            print(f"{'events':>7}  {'re-score p50 / p90 ms':>22}")
+            for length in lengths:
+                agreement_id = uuid.uuid4()
+                await seed(runtime, agreement_id, length)
+                took = []
+                for _ in range(samples):
+                    now = datetime.now(UTC)
+                    event = envelope(raised(agreement_id, now), now)
+                    started = time.perf_counter()
+                    async with transaction(runtime.pool) as conn:
+                        await policy.apply(conn, event)
+                    took.append(time.perf_counter() - started)
+                took.sort()
+                print(f"{length:>7}  {statistics.median(took) * 1000:9.2f} / {took[int(len(took) * 0.9)] * 1000:7.2f}")
+        finally:
+            await runtime.pool.close()
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.kpi_health", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default="10,100,1000,10000")
+    parser.add_argument("--samples", type=int, default=20)
+    args = parser.parse_args()
+    configure_logging("WARNING", json=False)
+    uvloop.run(main([int(n) for n in args.lengths.split(",")], args.samples))
+
+
+if __name__ == "__main__":
+    cli()
