@@ -4,6 +4,7 @@ the health events commit with whatever moved the score, or not at all."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
@@ -15,7 +16,7 @@ from contracts import REGISTRY
 from contracts.kpi import HealthComponentName, HealthScoreRecorded, HealthWeightsSet
 from services.kpi import health
 from services.kpi.domain import KpiBook, stream_id
-from services.kpi.relationship import Occurrence, RelationshipKpis, relationship_kpis
+from services.kpi.relationship import Occurrence, RelationshipFold, RelationshipKpis, relationship_kpis
 
 SOURCE = "/accord/kpi"
 
@@ -58,15 +59,84 @@ async def load_health(store: EventStore, agreement_id: UUID) -> HealthState:
 async def relationship(conn: asyncpg.Connection, book: KpiBook, start: datetime | None = None,
                        end: datetime | None = None) -> RelationshipKpis:
     """The agreement's relationship KPIs of [start, end) from the bus-fed log and the book's reports."""
+    return relationship_kpis([*await _logged(conn, book.agreement_id, before=end), *_reported(book)], start, end)
+
+
+async def _logged(conn: asyncpg.Connection, agreement_id: UUID, *, before: datetime | None = None,
+                  after: datetime | None = None) -> list[Occurrence]:
+    """The agreement's occurrences in the relationship log, in [after, before) where given."""
     rows = await conn.fetch(
         "SELECT event_type, occurred_at, data FROM relationship_events WHERE agreement_id = $1"
-        " AND ($2::timestamptz IS NULL OR occurred_at < $2) ORDER BY occurred_at", book.agreement_id, end)
-    occurrences = [Occurrence(r["occurred_at"], REGISTRY.decode(r["event_type"], r["data"])) for r in rows]
+        " AND ($2::timestamptz IS NULL OR occurred_at < $2) AND ($3::timestamptz IS NULL OR occurred_at > $3)"
+        " ORDER BY occurred_at", agreement_id, before, after)
+    return [Occurrence(r["occurred_at"], REGISTRY.decode(r["event_type"], r["data"])) for r in rows]
+
+
+def _reported(book: KpiBook) -> list[Occurrence]:
+    """The book's report events, as occurrences of the relationship."""
+    occurrences = []
     for report in book.reports.values():
         occurrences.append(Occurrence(report.published.published_at, report.published))
         if report.acknowledged is not None:
             occurrences.append(Occurrence(report.acknowledged.acknowledged_at, report.acknowledged))
-    return relationship_kpis(occurrences, start, end)
+    return occurrences
+
+
+@dataclass
+class _LiveFold:
+    """An agreement's live relationship fold, and what it folded: the log's rows and the book's
+    report events up to the fold's `last`, and the transaction that read them."""
+
+    fold: RelationshipFold
+    logged: int
+    reported: int
+    transaction: str
+
+
+#: Live folds of recently re-scored agreements (this process), the least recently used dropped first.
+_LIVE: OrderedDict[UUID, _LiveFold] = OrderedDict()
+LIVE_FOLDS = 256
+
+
+async def live_relationship(conn: asyncpg.Connection, book: KpiBook) -> RelationshipKpis:
+    """`relationship(conn, book)` for all time, continued from this process's last fold of the
+    agreement: the log's rows after it are folded on, instead of the agreement's whole history
+    again (bench/kpi_health.py).
+
+    The last fold is used only if the transaction that read it committed and nothing earlier than
+    its last occurrence has arrived since (the same number of rows and report events up to it);
+    otherwise everything is folded again.
+    """
+    agreement_id, reported = book.agreement_id, _reported(book)
+    live = _LIVE.pop(agreement_id, None)
+    if live is not None and live.fold.last is not None:
+        last = live.fold.last
+        check = await conn.fetchrow(
+            "SELECT count(*) AS logged, pg_current_xact_id()::text AS transaction,"
+            " pg_xact_status($3::text::xid8) IS NOT DISTINCT FROM 'committed' AS committed"
+            " FROM relationship_events WHERE agreement_id = $1 AND occurred_at <= $2",
+            agreement_id, last, live.transaction)
+        assert check is not None
+        if check["committed"] and check["logged"] == live.logged \
+                and sum(1 for o in reported if o.at <= last) == live.reported:
+            logged = await _logged(conn, agreement_id, after=last)
+            live.fold.add([*logged, *(o for o in reported if o.at > last)])
+            live.logged += len(logged)
+            live.reported = len(reported)  # all of them are at or before the new last now
+            return _keep(agreement_id, live, check["transaction"])
+    logged = await _logged(conn, agreement_id)
+    fold = RelationshipFold()
+    fold.add([*logged, *reported])
+    transaction = str(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+    return _keep(agreement_id, _LiveFold(fold, len(logged), len(reported), transaction), transaction)
+
+
+def _keep(agreement_id: UUID, live: _LiveFold, transaction: str) -> RelationshipKpis:
+    live.transaction = transaction
+    _LIVE[agreement_id] = live
+    while len(_LIVE) > LIVE_FOLDS:
+        _LIVE.popitem(last=False)
+    return live.fold.kpis()
 
 
 def health_inputs(book: KpiBook, kpis: RelationshipKpis) -> health.HealthInputs:
@@ -91,7 +161,7 @@ async def evaluate_health(conn: asyncpg.Connection, agreement_id: UUID, *, cause
     store = store_on(conn)
     book = book or await load_book(store, agreement_id)
     state = await load_health(store, agreement_id)
-    result = health.score(health_inputs(book, await relationship(conn, book)), state.weights)
+    result = health.score(health_inputs(book, await live_relationship(conn, book)), state.weights)
     events = health.record(agreement_id, state.last, result, cause=cause, now=datetime.now(UTC))
     if events:
         await store.append(health_stream(agreement_id), state.version, events, meta)

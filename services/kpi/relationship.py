@@ -19,6 +19,7 @@ period (fold the events before the period's end, count what completed within it)
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -171,37 +172,60 @@ def relationship_kpis(occurrences: Iterable[Occurrence], start: datetime | None 
     Events at or after `end` are ignored; counts and samples only include what happened within
     the period; states (open breakdowns, overdue queries, the latest check-in) are as of `end`.
     """
-    result = RelationshipKpis(start, end)
-    queries: dict[UUID, _Query] = {}
-    scope: dict[UUID, tuple[Side, datetime]] = {}
-    breakdowns: set[UUID] = set()
-    reports: set[UUID] = set()
-    samples = _Samples()
-    for o in sorted(occurrences, key=lambda o: o.at):
-        if end is not None and o.at >= end:
-            break
-        inside = start is None or o.at >= start
-        _fold(result, o, inside, queries, scope, breakdowns, reports, samples)
-    for query in queries.values():
-        if not query.closed and (("first_response" in query.overdue and query.answered_at is None)
-                                 or "resolution" in query.overdue):
-            result.side(query.raised.addressed_to_side).queries_overdue_open += 1
-    result.open_breakdowns = len(breakdowns)
-    result.client.reports_unacknowledged = len(reports)
-    sides: tuple[Side, Side] = ("client", "provider")
-    for side in sides:
-        kpis = result.side(side)
-        kpis.query_response_p50_seconds = percentile(samples.response[side], 0.5)
-        kpis.query_response_p90_seconds = percentile(samples.response[side], 0.9)
-        on_time = samples.on_time[side]
-        kpis.answered_within_sla_share = sum(on_time) / len(on_time) if on_time else None
-        kpis.scope_change_turnaround_p50_seconds = percentile(samples.turnaround[side], 0.5)
-        total = kpis.status_updates_posted + kpis.status_updates_overdue
-        kpis.status_update_punctuality = kpis.status_updates_posted / total if total else None
-    result.client.report_ack_delay_p50_seconds = percentile(samples.ack_delay, 0.5)
-    every = samples.on_time["client"] + samples.on_time["provider"]
-    result.answered_with_sla_target, result.answered_on_time = len(every), sum(every)
-    return result
+    fold = RelationshipFold(start, end)
+    fold.add(occurrences)
+    return fold.kpis()
+
+
+class RelationshipFold:
+    """`relationship_kpis` as a fold that goes on: occurrences added later than all before them
+    continue it, so the live values need not fold an agreement's whole history again."""
+
+    def __init__(self, start: datetime | None = None, end: datetime | None = None) -> None:
+        self._start, self._end = start, end
+        self._result = RelationshipKpis(start, end)
+        self._queries: dict[UUID, _Query] = {}
+        self._scope: dict[UUID, tuple[Side, datetime]] = {}
+        self._breakdowns: set[UUID] = set()
+        self._reports: set[UUID] = set()
+        self._samples = _Samples()
+        self.last: datetime | None = None  # when the latest occurrence folded happened
+
+    def add(self, occurrences: Iterable[Occurrence]) -> None:
+        """Fold `occurrences` (any order among themselves, none earlier than `last`) in."""
+        for o in sorted(occurrences, key=lambda o: o.at):
+            if self.last is not None and o.at < self.last:
+                raise ValueError(f"an occurrence at {o.at} is earlier than the last folded, {self.last}")
+            if self._end is not None and o.at >= self._end:
+                break
+            inside = self._start is None or o.at >= self._start
+            _fold(self._result, o, inside, self._queries, self._scope, self._breakdowns, self._reports,
+                  self._samples)
+            self.last = o.at
+
+    def kpis(self) -> RelationshipKpis:
+        """The KPIs of what was folded so far (the fold can go on)."""
+        result, samples = copy.deepcopy(self._result), self._samples
+        for query in self._queries.values():
+            if not query.closed and (("first_response" in query.overdue and query.answered_at is None)
+                                     or "resolution" in query.overdue):
+                result.side(query.raised.addressed_to_side).queries_overdue_open += 1
+        result.open_breakdowns = len(self._breakdowns)
+        result.client.reports_unacknowledged = len(self._reports)
+        sides: tuple[Side, Side] = ("client", "provider")
+        for side in sides:
+            kpis = result.side(side)
+            kpis.query_response_p50_seconds = percentile(samples.response[side], 0.5)
+            kpis.query_response_p90_seconds = percentile(samples.response[side], 0.9)
+            on_time = samples.on_time[side]
+            kpis.answered_within_sla_share = sum(on_time) / len(on_time) if on_time else None
+            kpis.scope_change_turnaround_p50_seconds = percentile(samples.turnaround[side], 0.5)
+            total = kpis.status_updates_posted + kpis.status_updates_overdue
+            kpis.status_update_punctuality = kpis.status_updates_posted / total if total else None
+        result.client.report_ack_delay_p50_seconds = percentile(samples.ack_delay, 0.5)
+        every = samples.on_time["client"] + samples.on_time["provider"]
+        result.answered_with_sla_target, result.answered_on_time = len(every), sum(every)
+        return result
 
 
 def _fold(result: RelationshipKpis, o: Occurrence, inside: bool, queries: dict[UUID, _Query],

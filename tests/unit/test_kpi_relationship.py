@@ -5,6 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from contracts.agreements import (
     BreakdownReported,
     BreakdownResolved,
@@ -16,9 +20,9 @@ from contracts.agreements import (
     StatusUpdatePosted,
 )
 from contracts.kpi import KPIReportAcknowledged, KPIReportPublished
-from contracts.queries import QueryAnswered, QueryOverdue, QueryRaised
+from contracts.queries import QueryAnswered, QueryClosed, QueryOverdue, QueryRaised
 from contracts.sla import BusinessCalendar, ResponseTarget, WorkingPeriod
-from services.kpi.relationship import METRICS, Occurrence, percentile, relationship_kpis
+from services.kpi.relationship import METRICS, Occurrence, RelationshipFold, percentile, relationship_kpis
 
 A = uuid.uuid4()
 MONDAY = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -116,3 +120,51 @@ def test_the_other_relationship_kpis_and_a_past_period() -> None:
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) is None
     assert percentile([5, 1, 3], 0.5) == 3 and percentile(list(range(1, 11)), 0.9) == 9
+
+
+def _history(kinds: list[int]) -> list[Occurrence]:
+    """Queries raised, answered (on time or late), overdue, closed, and breakdowns reported and
+    resolved, one every ten minutes, chosen by `kinds`."""
+    occurrences: list[Occurrence] = []
+    open_queries: list[uuid.UUID] = []
+    breakdowns: list[uuid.UUID] = []
+    for n, kind in enumerate(kinds):
+        at = MONDAY + timedelta(minutes=10 * n)
+        if kind == 0 or not open_queries:
+            query_id, raise_ = raised(at, to="provider" if n % 3 else "client", calendar=bool(n % 2))
+            open_queries.append(query_id)
+            occurrences.append(raise_)
+        elif kind == 1:
+            occurrences.append(answered(open_queries[0], at, late=600 * (n % 2), by="provider"))
+        elif kind == 2:
+            occurrences.append(Occurrence(at, QueryOverdue(
+                query_id=open_queries[-1], agreement_id=A, clock="first_response", priority="normal",
+                addressed_to_side="provider", due_at=at)))
+        elif kind == 3:
+            occurrences.append(Occurrence(at, QueryClosed(query_id=open_queries.pop(0), agreement_id=A,
+                                                          closed_by_side="client", closed_at=at)))
+        elif kind == 4:
+            breakdowns.append(uuid.uuid4())
+            occurrences.append(Occurrence(at, BreakdownReported(
+                agreement_id=A, breakdown_id=breakdowns[-1], procedure_id=A, step_id=A, reported_by_side="client",
+                what_broke="w", impact="i")))
+        elif breakdowns:
+            occurrences.append(Occurrence(at, BreakdownResolved(agreement_id=A, breakdown_id=breakdowns.pop(),
+                                                                resolved_by_side="provider", fix="f")))
+    return occurrences
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=60), st.lists(st.integers(1, 10), max_size=8))
+def test_a_fold_continued_in_time_order_equals_one_fold_of_everything(kinds: list[int], cuts: list[int]) -> None:
+    occurrences = _history(kinds)
+    fold, at = RelationshipFold(), 0
+    for cut in [*cuts, len(occurrences)]:  # folded in chunks, the KPIs read between them
+        chunk, at = occurrences[at:at + cut], at + cut
+        fold.add(reversed(chunk))  # any order within a chunk
+        assert fold.kpis() == relationship_kpis(occurrences[:at])
+        if at >= len(occurrences):
+            break
+    assert fold.kpis() == relationship_kpis(occurrences)
+    with pytest.raises(ValueError, match="earlier than the last folded"):
+        fold.add([Occurrence(MONDAY - timedelta(days=1), occurrences[0].event)])
