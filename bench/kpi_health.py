@@ -3,8 +3,9 @@
 The kpi service re-scores an agreement's health on each of its agreements and queries events
 (`HealthOnRelationshipEvents`, in the consumer's transaction). This seeds agreements whose log
 of relationship events (`relationship_events`: queries raised and answered, as the bus feeds
-them) holds 10 to 10,000 events, then times that policy on one more query raised, committed,
-one at a time.
+them) holds 10 to 10,000 events, and whose health stream holds a score for every second one
+(each answer moved the share answered within the SLA), then times that policy on one more query
+raised, committed, one at a time.
 
     .venv/bin/python -m bench.kpi_health [--lengths 10,100,1000,10000] [--samples 20]
 
@@ -22,12 +23,16 @@ from datetime import UTC, datetime, timedelta
 
 import uvloop
 
+from accord_runtime.eventstore import Metadata
 from accord_runtime.logs import configure_logging
 from accord_runtime.postgres import transaction
 from accord_runtime.service import ServiceRuntime
 from bench.harness import BenchConfig, throwaway_database
 from contracts import CloudEvent
+from contracts.kpi import HealthScoreRecorded
 from contracts.queries import QueryAnswered, QueryRaised
+from services.kpi import health
+from services.kpi.evaluation import health_stream
 from services.kpi.main import DEFINITION, KpiSettings
 from services.kpi.reactions import HealthOnRelationshipEvents
 
@@ -57,6 +62,13 @@ async def seed(runtime: ServiceRuntime, agreement_id: uuid.UUID, length: int) ->
             rows.append((uuid.uuid4(), agreement_id, data.event_type(), when, json.dumps(data.model_dump(mode="json"))))
     await runtime.pool.executemany(
         "INSERT INTO relationship_events VALUES ($1, $2, $3, $4, $5::text::jsonb)", rows)
+    # and a health stream as long as the answers: each moved the share answered within the SLA
+    recorded, meta, version = None, Metadata.new("system:kpi"), 0
+    for n in range(1, length // 2 + 1):
+        score = health.score(health.HealthInputs(sla_attainment=1 - 1 / (n + 1), overdue_queries=n % 3))
+        events = health.record(agreement_id, recorded, score, cause="QueryAnswered", now=start)
+        version = (await runtime.store.append(health_stream(agreement_id), version, events, meta)).version
+        recorded = next(e for e in events if isinstance(e, HealthScoreRecorded))
 
 
 async def main(lengths: list[int], samples: int) -> None:

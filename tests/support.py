@@ -6,6 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
+
+from accord_runtime.eventstore import EventStore
+from contracts import CloudEvent
+
 T = TypeVar("T")
 
 
@@ -22,3 +27,16 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+def stream_reads(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The `from_version` of every `read_stream` of `store` from now on, in order."""
+    seen: list[int] = []
+    read_stream = store.read_stream
+
+    async def spy(stream: str, *, from_version: int = 1, **kwargs: object) -> list[CloudEvent]:
+        seen.append(from_version)
+        return await read_stream(stream, from_version=from_version, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "read_stream", spy)
+    return seen

@@ -4,7 +4,9 @@ the health events commit with whatever moved the score, or not at all."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
@@ -12,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from accord_runtime.eventstore import EventStore, Metadata
-from contracts import REGISTRY
+from contracts import REGISTRY, CloudEvent
 from contracts.kpi import HealthComponentName, HealthScoreRecorded, HealthWeightsSet
 from services.kpi import health
 from services.kpi.domain import KpiBook, stream_id
@@ -42,18 +44,42 @@ class HealthState:
     version: int = 0
     weights: dict[HealthComponentName, float] = field(default_factory=dict)
     last: HealthScoreRecorded | None = None
+    head: UUID | None = None  # the id of the event at `version`
+
+    def apply(self, envelopes: Iterable[CloudEvent]) -> HealthState:
+        for envelope in envelopes:
+            self.version, self.head = envelope.sequence, envelope.id
+            match REGISTRY.decode(envelope.type, envelope.data):
+                case HealthWeightsSet() as e:
+                    self.weights.update({w.component: w.weight for w in e.weights})
+                case HealthScoreRecorded() as e:
+                    self.last = e
+        return self
+
+
+#: Agreements whose health state and relationship fold this process keeps (the least recently
+#: scored go first): the next score of one reads on from them instead of from the start.
+RECENT_AGREEMENTS = 256
+_HEALTH: OrderedDict[UUID, HealthState] = OrderedDict()
 
 
 async def load_health(store: EventStore, agreement_id: UUID) -> HealthState:
-    state = HealthState()
-    for envelope in await store.read_stream(health_stream(agreement_id)):
-        state.version = envelope.sequence
-        match REGISTRY.decode(envelope.type, envelope.data):
-            case HealthWeightsSet() as e:
-                state.weights.update({w.component: w.weight for w in e.weights})
-            case HealthScoreRecorded() as e:
-                state.last = e
-    return state
+    """The agreement's health state: this process's last one of it, read on from the event at its
+    version (if that event is still there, the one it read: an append it saw may have been rolled
+    back), else the whole stream read again (bench/kpi_health.py)."""
+    stream = health_stream(agreement_id)
+    state = _HEALTH.pop(agreement_id, None)
+    if state is not None:
+        envelopes = await store.read_stream(stream, from_version=state.version)
+        state = state.apply(envelopes[1:]) if envelopes and envelopes[0].id == state.head else None
+    if state is None:
+        state = HealthState().apply(await store.read_stream(stream))
+    if state.version:
+        _HEALTH[agreement_id] = state
+        while len(_HEALTH) > RECENT_AGREEMENTS:
+            _HEALTH.popitem(last=False)
+    # The caller's own copy: another evaluation may read this state on while the caller decides.
+    return dataclasses.replace(state, weights=dict(state.weights))
 
 
 async def relationship(conn: asyncpg.Connection, book: KpiBook, start: datetime | None = None,
@@ -93,15 +119,13 @@ class _LiveFold:
     transaction: str
 
 
-#: Live folds of recently re-scored agreements (this process), the least recently used dropped first.
 _LIVE: OrderedDict[UUID, _LiveFold] = OrderedDict()
-LIVE_FOLDS = 256
 
 
 async def live_relationship(conn: asyncpg.Connection, book: KpiBook) -> RelationshipKpis:
     """`relationship(conn, book)` for all time, continued from this process's last fold of the
-    agreement: the log's rows after it are folded on, instead of the agreement's whole history
-    again (bench/kpi_health.py).
+    agreement (`RECENT_AGREEMENTS`): the log's rows after it are folded on, instead of the
+    agreement's whole history again (bench/kpi_health.py).
 
     The last fold is used only if the transaction that read it committed and nothing earlier than
     its last occurrence has arrived since (the same number of rows and report events up to it);
@@ -134,7 +158,7 @@ async def live_relationship(conn: asyncpg.Connection, book: KpiBook) -> Relation
 def _keep(agreement_id: UUID, live: _LiveFold, transaction: str) -> RelationshipKpis:
     live.transaction = transaction
     _LIVE[agreement_id] = live
-    while len(_LIVE) > LIVE_FOLDS:
+    while len(_LIVE) > RECENT_AGREEMENTS:
         _LIVE.popitem(last=False)
     return live.fold.kpis()
 

@@ -4,17 +4,16 @@ by the events appended since, never decided on as it was."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
 from accord_runtime.eventstore import EventStore, Metadata
 from accord_runtime.migrations import migrate, migrations_in
-from contracts import CloudEvent
 from contracts.agreements import AgreementResumed, AgreementSuspended
 from services.agreements import handlers
 from services.agreements.domain import Agreement, InvalidTransition, stream_id
+from tests.support import stream_reads
 
 pytestmark = [pytest.mark.servers, pytest.mark.usefixtures("agreements_schema")]
 
@@ -29,17 +28,9 @@ async def agreements_schema(pool: asyncpg.Pool, schema: str) -> None:
 
 
 @pytest.fixture
-def reads(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def reads(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The `from_version` of every stream read of the store."""
-    seen: list[int] = []
-    read_stream = store.read_stream
-
-    async def spy(stream: str, *, from_version: int = 1, **kwargs: object) -> list[CloudEvent]:
-        seen.append(from_version)
-        return await read_stream(stream, from_version=from_version, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "read_stream", spy)
-    yield seen
+    return stream_reads(store, monkeypatch)
 
 
 async def active(store: EventStore) -> uuid.UUID:

@@ -1,5 +1,5 @@
-"""The kpi service's live relationship fold: continued from the last one only when that is sound,
-and always equal to folding the agreement's whole history."""
+"""The kpi service's live relationship fold and health state: read on from the last ones only when
+that is sound, and always equal to reading the agreement's whole history."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from accord_runtime.eventstore import EventStore, Metadata
 from accord_runtime.migrations import migrate, migrations_in
 from accord_runtime.postgres import transaction
 from contracts.queries import QueryAnswered, QueryRaised
-from services.kpi import evaluation
+from services.kpi import evaluation, health
 from services.kpi.domain import KpiBook
+from tests.support import stream_reads
 
 pytestmark = [pytest.mark.servers, pytest.mark.usefixtures("kpi_schema")]
 
@@ -104,3 +106,51 @@ async def test_a_fold_read_in_a_transaction_that_rolled_back_is_not_continued(
     live, whole = await live_and_whole(pool, book)
     assert live == whole and reads[0] is None
     assert live.provider.queries_answered == 2  # type: ignore[attr-defined]
+
+
+async def append_score(conn: asyncpg.Connection | asyncpg.Pool, agreement_id: uuid.UUID, version: int,
+                       share: float) -> int:
+    """One more score on the agreement's health stream (at `version` + 1); the new version."""
+    store = evaluation.store_on(conn) if isinstance(conn, asyncpg.Connection) else EventStore(conn, "/accord/kpi")
+    events = health.record(agreement_id, None, health.score(health.HealthInputs(sla_attainment=share)),
+                           cause="test", now=START)
+    return (await store.append(evaluation.health_stream(agreement_id), version, events, Metadata.new("user:t"))).version
+
+
+async def whole_health(pool: asyncpg.Pool, agreement_id: uuid.UUID) -> evaluation.HealthState:
+    store = EventStore(pool, "/accord/kpi")
+    return evaluation.HealthState().apply(await store.read_stream(evaluation.health_stream(agreement_id)))
+
+
+async def test_the_health_state_is_read_on_from_the_event_it_last_read(
+        pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    agreement_id, store = uuid.uuid4(), EventStore(pool, "/accord/kpi")
+    version = await append_score(pool, agreement_id, 0, 0.5)
+    version = await append_score(pool, agreement_id, version, 0.6)
+    first = await evaluation.load_health(store, agreement_id)
+    assert first == await whole_health(pool, agreement_id)
+    version = await append_score(pool, agreement_id, version, 0.7)
+    froms = stream_reads(store, monkeypatch)
+    state = await evaluation.load_health(store, agreement_id)
+    assert state == await whole_health(pool, agreement_id) and state.version == version
+    assert froms == [first.version]  # from the event last read on, not from the start
+    assert state.last is not None and state.last.score != first.last.score  # type: ignore[union-attr]
+
+
+async def test_a_health_state_read_in_a_transaction_that_rolled_back_is_read_again(pool: asyncpg.Pool) -> None:
+    agreement_id, store = uuid.uuid4(), EventStore(pool, "/accord/kpi")
+    version = await append_score(pool, agreement_id, 0, 0.5)
+    await evaluation.load_health(store, agreement_id)
+    conn = await pool.acquire()
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        rolled_back = await append_score(conn, agreement_id, version, 0.9)  # read, then rolled back
+        assert (await evaluation.load_health(evaluation.store_on(conn), agreement_id)).version == rolled_back
+        await tx.rollback()
+    finally:
+        await pool.release(conn)
+    await append_score(pool, agreement_id, version, 0.2)  # another event at the same version
+    state = await evaluation.load_health(store, agreement_id)
+    assert state == await whole_health(pool, agreement_id)
+    assert state.last is not None and state.last.components == (await whole_health(pool, agreement_id)).last.components  # type: ignore[union-attr]
