@@ -3,8 +3,9 @@
 The kpi service re-scores an agreement's health on each of its agreements and queries events
 (`HealthOnRelationshipEvents`, in the consumer's transaction). This seeds agreements whose log
 of relationship events (`relationship_events`: queries raised and answered, as the bus feeds
-them) holds 10 to 10,000 events, and whose health stream holds a score for every second one
-(each answer moved the share answered within the SLA), then times that policy on one more query
+them) holds 10 to 10,000 events, whose health stream holds a score for every second one (each
+answer moved the share answered within the SLA), and whose KPI book holds a value for every
+tenth (ten weekly KPIs), then times that policy on one more query
 raised, committed, one at a time.
 
     .venv/bin/python -m bench.kpi_health [--lengths 10,100,1000,10000] [--samples 20]
@@ -32,6 +33,8 @@ from contracts import CloudEvent
 from contracts.kpi import HealthScoreRecorded
 from contracts.queries import QueryAnswered, QueryRaised
 from services.kpi import health
+from services.kpi.domain import KpiBook
+from services.kpi.domain import stream_id as kpi_stream
 from services.kpi.evaluation import health_stream
 from services.kpi.main import DEFINITION, KpiSettings
 from services.kpi.reactions import HealthOnRelationshipEvents
@@ -62,6 +65,17 @@ async def seed(runtime: ServiceRuntime, agreement_id: uuid.UUID, length: int) ->
             rows.append((uuid.uuid4(), agreement_id, data.event_type(), when, json.dumps(data.model_dump(mode="json"))))
     await runtime.pool.executemany(
         "INSERT INTO relationship_events VALUES ($1, $2, $3, $4, $5::text::jsonb)", rows)
+    # a KPI book with a value for every tenth event: ten weekly KPIs the provider reports
+    book = KpiBook(agreement_id)
+    kpis = [uuid.uuid4() for _ in range(10)]
+    for n, kpi_id in enumerate(kpis):
+        book.define("client", kpi_id=kpi_id, name=f"KPI {n}", unit="%", direction="higher_is_better", target=95,
+                    warning=90, breach=80, cadence_seconds=7 * 86_400, source="provider", now=start)
+    for n in range(length // 10):
+        week = start + timedelta(weeks=n // len(kpis))
+        book.report_value("provider", kpi_id=kpis[n % len(kpis)], value=80 + n % 20, period_start=week,
+                          period_end=week + timedelta(weeks=1), now=week + timedelta(weeks=1))
+    await runtime.store.append(kpi_stream(agreement_id), 0, book.pending, Metadata.new("user:bench"))
     # and a health stream as long as the answers: each moved the share answered within the SLA
     recorded, meta, version = None, Metadata.new("system:kpi"), 0
     for n in range(1, length // 2 + 1):

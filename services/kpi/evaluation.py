@@ -4,11 +4,11 @@ the health events commit with whatever moved the score, or not at all."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -33,8 +33,14 @@ def health_stream(agreement_id: UUID) -> str:
 
 
 async def load_book(store: EventStore, agreement_id: UUID) -> KpiBook:
-    envelopes = await store.read_stream(stream_id(agreement_id))
-    return KpiBook.replay(agreement_id, [REGISTRY.decode(e.type, e.data) for e in envelopes])
+    return _fold_book(KpiBook(agreement_id), await store.read_stream(stream_id(agreement_id)))
+
+
+def _fold_book(book: KpiBook, envelopes: list[CloudEvent]) -> KpiBook:
+    for envelope in envelopes:
+        book.evolve(REGISTRY.decode(envelope.type, envelope.data))
+        book.version += 1
+    return book
 
 
 @dataclass
@@ -44,11 +50,10 @@ class HealthState:
     version: int = 0
     weights: dict[HealthComponentName, float] = field(default_factory=dict)
     last: HealthScoreRecorded | None = None
-    head: UUID | None = None  # the id of the event at `version`
 
     def apply(self, envelopes: Iterable[CloudEvent]) -> HealthState:
         for envelope in envelopes:
-            self.version, self.head = envelope.sequence, envelope.id
+            self.version = envelope.sequence
             match REGISTRY.decode(envelope.type, envelope.data):
                 case HealthWeightsSet() as e:
                     self.weights.update({w.component: w.weight for w in e.weights})
@@ -57,29 +62,60 @@ class HealthState:
         return self
 
 
-#: Agreements whose health state and relationship fold this process keeps (the least recently
-#: scored go first): the next score of one reads on from them instead of from the start.
-RECENT_AGREEMENTS = 256
-_HEALTH: OrderedDict[UUID, HealthState] = OrderedDict()
-
-
 async def load_health(store: EventStore, agreement_id: UUID) -> HealthState:
-    """The agreement's health state: this process's last one of it, read on from the event at its
-    version (if that event is still there, the one it read: an append it saw may have been rolled
-    back), else the whole stream read again (bench/kpi_health.py)."""
-    stream = health_stream(agreement_id)
-    state = _HEALTH.pop(agreement_id, None)
-    if state is not None:
-        envelopes = await store.read_stream(stream, from_version=state.version)
-        state = state.apply(envelopes[1:]) if envelopes and envelopes[0].id == state.head else None
-    if state is None:
-        state = HealthState().apply(await store.read_stream(stream))
-    if state.version:
-        _HEALTH[agreement_id] = state
-        while len(_HEALTH) > RECENT_AGREEMENTS:
-            _HEALTH.popitem(last=False)
-    # The caller's own copy: another evaluation may read this state on while the caller decides.
-    return dataclasses.replace(state, weights=dict(state.weights))
+    return HealthState().apply(await store.read_stream(health_stream(agreement_id)))
+
+
+#: Agreements whose KPI book, health state and relationship fold this process keeps (the least
+#: recently scored go first): the next score of one reads on from them instead of from the start.
+RECENT_AGREEMENTS = 256
+
+S = TypeVar("S")
+
+
+@dataclass
+class _Read(Generic[S]):
+    """A state folded from a stream, up to the event `head` at `version`."""
+
+    state: S
+    version: int = 0
+    head: UUID | None = None
+
+
+class _ReadOn(Generic[S]):
+    """States folded from one kind of stream, kept for the agreements scored lately and read on from
+    the event each was folded up to, if that event is still the one folded (an append the fold saw
+    may have been rolled back since); else folded again from the start (bench/kpi_health.py)."""
+
+    def __init__(self, start: Callable[[UUID], S], fold: Callable[[S, list[CloudEvent]], object],
+                 stream: Callable[[UUID], str]) -> None:
+        self._start, self._fold, self._stream = start, fold, stream
+        self._kept: OrderedDict[UUID, _Read[S]] = OrderedDict()
+
+    async def take(self, store: EventStore, agreement_id: UUID) -> _Read[S]:
+        """The agreement's state, the caller's alone until it `keep`s it (a caller that fails does not)."""
+        read, stream = self._kept.pop(agreement_id, None), self._stream(agreement_id)
+        if read is not None:
+            envelopes = await store.read_stream(stream, from_version=read.version)
+            if envelopes and envelopes[0].id == read.head:
+                return self._folded(read, envelopes[1:])
+        return self._folded(_Read(self._start(agreement_id)), await store.read_stream(stream))
+
+    def keep(self, agreement_id: UUID, read: _Read[S]) -> None:
+        if read.head is not None:
+            self._kept[agreement_id] = read
+            while len(self._kept) > RECENT_AGREEMENTS:
+                self._kept.popitem(last=False)
+
+    def _folded(self, read: _Read[S], envelopes: list[CloudEvent]) -> _Read[S]:
+        self._fold(read.state, envelopes)
+        if envelopes:
+            read.version, read.head = envelopes[-1].sequence, envelopes[-1].id
+        return read
+
+
+_BOOKS: _ReadOn[KpiBook] = _ReadOn(KpiBook, _fold_book, stream_id)
+_HEALTH: _ReadOn[HealthState] = _ReadOn(lambda _: HealthState(), HealthState.apply, health_stream)
 
 
 async def relationship(conn: asyncpg.Connection, book: KpiBook, start: datetime | None = None,
@@ -183,10 +219,17 @@ async def evaluate_health(conn: asyncpg.Connection, agreement_id: UUID, *, cause
     Raises `ConcurrencyError` if another evaluation appended meanwhile: the caller retries.
     """
     store = store_on(conn)
-    book = book or await load_book(store, agreement_id)
-    state = await load_health(store, agreement_id)
+    book_read = None if book is not None else await _BOOKS.take(store, agreement_id)
+    if book_read is not None:
+        book = book_read.state
+    assert book is not None
+    health_read = await _HEALTH.take(store, agreement_id)
+    state = health_read.state
     result = health.score(health_inputs(book, await live_relationship(conn, book)), state.weights)
     events = health.record(agreement_id, state.last, result, cause=cause, now=datetime.now(UTC))
     if events:
         await store.append(health_stream(agreement_id), state.version, events, meta)
+    if book_read is not None:
+        _BOOKS.keep(agreement_id, book_read)
+    _HEALTH.keep(agreement_id, health_read)
     return result

@@ -122,35 +122,40 @@ async def whole_health(pool: asyncpg.Pool, agreement_id: uuid.UUID) -> evaluatio
     return evaluation.HealthState().apply(await store.read_stream(evaluation.health_stream(agreement_id)))
 
 
-async def test_the_health_state_is_read_on_from_the_event_it_last_read(
+async def test_a_kept_state_is_read_on_from_the_event_it_was_folded_up_to(
         pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     agreement_id, store = uuid.uuid4(), EventStore(pool, "/accord/kpi")
     version = await append_score(pool, agreement_id, 0, 0.5)
     version = await append_score(pool, agreement_id, version, 0.6)
-    first = await evaluation.load_health(store, agreement_id)
-    assert first == await whole_health(pool, agreement_id)
+    first = await evaluation._HEALTH.take(store, agreement_id)
+    assert first.state == await whole_health(pool, agreement_id)
+    evaluation._HEALTH.keep(agreement_id, first)
+    folded_up_to = first.version
     version = await append_score(pool, agreement_id, version, 0.7)
     froms = stream_reads(store, monkeypatch)
-    state = await evaluation.load_health(store, agreement_id)
-    assert state == await whole_health(pool, agreement_id) and state.version == version
-    assert froms == [first.version]  # from the event last read on, not from the start
-    assert state.last is not None and state.last.score != first.last.score  # type: ignore[union-attr]
+    read = await evaluation._HEALTH.take(store, agreement_id)
+    assert read.state == await whole_health(pool, agreement_id) and read.state.version == read.version == version
+    assert froms == [folded_up_to]  # from the event it was folded up to, not from the start
+    # taken, it is the caller's alone: another take meanwhile folds the stream again
+    again = await evaluation._HEALTH.take(store, agreement_id)
+    assert again is not read and again.state == read.state and froms[-1] == 1
 
 
-async def test_a_health_state_read_in_a_transaction_that_rolled_back_is_read_again(pool: asyncpg.Pool) -> None:
+async def test_a_state_folded_in_a_transaction_that_rolled_back_is_folded_again(pool: asyncpg.Pool) -> None:
     agreement_id, store = uuid.uuid4(), EventStore(pool, "/accord/kpi")
     version = await append_score(pool, agreement_id, 0, 0.5)
-    await evaluation.load_health(store, agreement_id)
+    evaluation._HEALTH.keep(agreement_id, await evaluation._HEALTH.take(store, agreement_id))
     conn = await pool.acquire()
     try:
         tx = conn.transaction()
         await tx.start()
-        rolled_back = await append_score(conn, agreement_id, version, 0.9)  # read, then rolled back
-        assert (await evaluation.load_health(evaluation.store_on(conn), agreement_id)).version == rolled_back
+        rolled_back = await append_score(conn, agreement_id, version, 0.9)  # folded, then rolled back
+        read = await evaluation._HEALTH.take(evaluation.store_on(conn), agreement_id)
+        assert read.version == rolled_back
+        evaluation._HEALTH.keep(agreement_id, read)
         await tx.rollback()
     finally:
         await pool.release(conn)
-    await append_score(pool, agreement_id, version, 0.2)  # another event at the same version
-    state = await evaluation.load_health(store, agreement_id)
-    assert state == await whole_health(pool, agreement_id)
-    assert state.last is not None and state.last.components == (await whole_health(pool, agreement_id)).last.components  # type: ignore[union-attr]
+    await append_score(pool, agreement_id, version, 0.2)  # other events at the same versions
+    read = await evaluation._HEALTH.take(store, agreement_id)
+    assert read.state == await whole_health(pool, agreement_id)
