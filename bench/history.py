@@ -35,20 +35,21 @@ CLIENT, PROVIDER = uuid.uuid4(), uuid.uuid4()
 SEED_CHUNK = 500  # events appended at once while seeding
 
 
-async def seed(service: Storage, length: int) -> uuid.UUID:
+async def seed(service: Storage, length: int, client: uuid.UUID = CLIENT, provider: uuid.UUID = PROVIDER
+               ) -> uuid.UUID:
     """An active agreement with a communication plan and status updates, `length` events in all."""
     agreement = Agreement(uuid.uuid4())
-    agreement.draft(title="Long-lived", summary="", client_organisation_id=CLIENT,
-                    provider_organisation_id=PROVIDER, by_organisation_id=CLIENT)
-    agreement.set_communication_plan(CLIENT, status_update_every_seconds=None, meetings="weekly", channels=[],
+    agreement.draft(title="Long-lived", summary="", client_organisation_id=client,
+                    provider_organisation_id=provider, by_organisation_id=client)
+    agreement.set_communication_plan(client, status_update_every_seconds=None, meetings="weekly", channels=[],
                                      now=datetime.now(UTC))
-    agreement.propose(CLIENT)
-    agreement.accept(CLIENT)
-    agreement.accept(PROVIDER)
+    agreement.propose(client)
+    agreement.accept(client)
+    agreement.accept(provider)
     meta, version = Metadata.new(ACTOR), 0
     while True:
         while len(agreement.pending) < min(SEED_CHUNK, length - version):
-            agreement.post_status_update(PROVIDER, update_id=uuid.uuid4(), summary="all well",
+            agreement.post_status_update(provider, update_id=uuid.uuid4(), summary="all well",
                                          now=datetime.now(UTC))
         result = await service.store.append(stream_id(agreement.agreement_id), version, agreement.pending, meta)
         version = result.version

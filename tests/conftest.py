@@ -94,9 +94,15 @@ def schema() -> str:
 
 
 @pytest.fixture
-def exchange_name() -> str:
-    """A topic exchange name of this test's own."""
-    return f"accord.test.{RUN_ID}.{uuid.uuid4().hex[:8]}"
+async def exchange_name(amqp_url: str) -> AsyncIterator[str]:
+    """A topic exchange name of this test's own; the exchange is deleted after the test, so that
+    test runs leave nothing behind in RabbitMQ."""
+    name = f"accord.test.{RUN_ID}.{uuid.uuid4().hex[:8]}"
+    yield name
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(name)  # RabbitMQ deletes an exchange that is not there as well
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import aio_pika
 import asyncpg
 import httpx
 import pytest
@@ -71,3 +72,8 @@ async def test_tokens_and_parties_replicate_over_the_bus(
     finally:
         await consumer.stop()
         await pool.close()
+        connection = await aio_pika.connect(settings.amqp_url)  # test runs leave nothing behind
+        async with connection:
+            channel = await connection.channel()
+            for queue in (consumer.queue_name, consumer.dlq_name):
+                await channel.queue_delete(queue)
