@@ -6,7 +6,6 @@ command's time; the append and any status-update timer it calls for commit in on
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -14,6 +13,7 @@ from uuid import UUID, uuid4
 from weakref import WeakKeyDictionary
 
 from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
+from accord_runtime.folds import Folded, KeptFolds
 from accord_runtime.identity import hash_token, new_token
 from accord_runtime.postgres import transaction
 from accord_runtime.service import Context as Context
@@ -48,38 +48,15 @@ Decision = Callable[[Agreement, datetime], None]
 _KNOWN_ORGANISATIONS: WeakKeyDictionary[EventStore, set[UUID]] = WeakKeyDictionary()
 
 
-#: Agreements of recent commands, per service (event store), as their last command left them.
-_RECENT: WeakKeyDictionary[EventStore, OrderedDict[UUID, Agreement]] = WeakKeyDictionary()
-RECENT_AGREEMENTS = 256  # kept per process; the least recently used go first
-
-
 async def load_agreement(store: EventStore, agreement_id: UUID) -> Agreement:
     return await load(store, agreement_id)
 
 
-async def _checkout(store: EventStore, agreement_id: UUID) -> Agreement:
-    """The agreement as of its stream's last event: a recent one caught up by the events appended
-    since (by other replicas, timers and consumers too), else replayed from the whole stream.
-
-    A command on an agreement of thousands of events then reads a few instead of all of them
-    (bench/history.py). It holds the agreement alone: one that leaves no `_checkin` (a refused
-    decision, a lost race) is gone, and the next command replays the stream again.
-    """
-    recent = _RECENT.setdefault(store, OrderedDict()).pop(agreement_id, None)
-    if recent is None:
-        return await load(store, agreement_id)
-    newer = await store.read_stream(stream_id(agreement_id), from_version=recent.version + 1)
-    return recent.catch_up(REGISTRY.decode(e.type, e.data) for e in newer)
-
-
-def _checkin(store: EventStore, agreement: Agreement, version: int) -> None:
-    """Keep `agreement`, whose pending events were appended up to `version`, for the next command."""
-    agreement.pending.clear()
-    agreement.version = version
-    recent = _RECENT.setdefault(store, OrderedDict())
-    recent[agreement.agreement_id] = agreement
-    while len(recent) > RECENT_AGREEMENTS:
-        recent.popitem(last=False)
+#: Agreements as their last command on this process left them (bench/history.py): a command on
+#: an agreement of thousands of events reads a few of them instead of all.
+_RECENT: KeptFolds[Agreement] = KeptFolds(
+    Agreement, lambda agreement, envelopes: agreement.catch_up(REGISTRY.decode(e.type, e.data) for e in envelopes),
+    stream_id)
 
 
 def _state(agreement: Agreement, version: int, created_id: UUID | None = None) -> AgreementState:
@@ -168,7 +145,7 @@ async def change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata, dec
                            *, created_id: UUID | None = None) -> AgreementState:
     """Load the agreement, let `decide` record events, append them (with the status clock's timer)."""
     async def attempt() -> AgreementState:
-        agreement = await _checkout(ctx.store, agreement_id)
+        agreement = (await _RECENT.take(ctx.store, agreement_id)).state
         if agreement.status == "new":
             raise NotFound(f"agreement {agreement_id} does not exist")
         period_before, now = agreement.status_update_period, datetime.now(UTC)
@@ -178,9 +155,10 @@ async def change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata, dec
             result = await ctx.store.append(stream_id(agreement_id), agreement.version, agreement.pending, meta,
                                             conn=conn)
         ctx.store.notify_appended()
-        state = _state(agreement, result.version, created_id)
-        _checkin(ctx.store, agreement, result.version)
-        return state
+        agreement.pending.clear()
+        agreement.version = result.version
+        _RECENT.keep(agreement_id, Folded(agreement, result.version, result.envelopes[-1].id))
+        return _state(agreement, result.version, created_id)
 
     return await retry_on_conflict(attempt)
 

@@ -5,15 +5,15 @@ the health events commit with whatever moved the score, or not at all."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
 
 from accord_runtime.eventstore import EventStore, Metadata
+from accord_runtime.folds import KeptFolds
 from contracts import REGISTRY, CloudEvent
 from contracts.kpi import HealthComponentName, HealthScoreRecorded, HealthWeightsSet
 from services.kpi import health
@@ -69,53 +69,9 @@ async def load_health(store: EventStore, agreement_id: UUID) -> HealthState:
 #: Agreements whose KPI book, health state and relationship fold this process keeps (the least
 #: recently scored go first): the next score of one reads on from them instead of from the start.
 RECENT_AGREEMENTS = 256
-
-S = TypeVar("S")
-
-
-@dataclass
-class _Read(Generic[S]):
-    """A state folded from a stream, up to the event `head` at `version`."""
-
-    state: S
-    version: int = 0
-    head: UUID | None = None
-
-
-class _ReadOn(Generic[S]):
-    """States folded from one kind of stream, kept for the agreements scored lately and read on from
-    the event each was folded up to, if that event is still the one folded (an append the fold saw
-    may have been rolled back since); else folded again from the start (bench/kpi_health.py)."""
-
-    def __init__(self, start: Callable[[UUID], S], fold: Callable[[S, list[CloudEvent]], object],
-                 stream: Callable[[UUID], str]) -> None:
-        self._start, self._fold, self._stream = start, fold, stream
-        self._kept: OrderedDict[UUID, _Read[S]] = OrderedDict()
-
-    async def take(self, store: EventStore, agreement_id: UUID) -> _Read[S]:
-        """The agreement's state, the caller's alone until it `keep`s it (a caller that fails does not)."""
-        read, stream = self._kept.pop(agreement_id, None), self._stream(agreement_id)
-        if read is not None:
-            envelopes = await store.read_stream(stream, from_version=read.version)
-            if envelopes and envelopes[0].id == read.head:
-                return self._folded(read, envelopes[1:])
-        return self._folded(_Read(self._start(agreement_id)), await store.read_stream(stream))
-
-    def keep(self, agreement_id: UUID, read: _Read[S]) -> None:
-        if read.head is not None:
-            self._kept[agreement_id] = read
-            while len(self._kept) > RECENT_AGREEMENTS:
-                self._kept.popitem(last=False)
-
-    def _folded(self, read: _Read[S], envelopes: list[CloudEvent]) -> _Read[S]:
-        self._fold(read.state, envelopes)
-        if envelopes:
-            read.version, read.head = envelopes[-1].sequence, envelopes[-1].id
-        return read
-
-
-_BOOKS: _ReadOn[KpiBook] = _ReadOn(KpiBook, _fold_book, stream_id)
-_HEALTH: _ReadOn[HealthState] = _ReadOn(lambda _: HealthState(), HealthState.apply, health_stream)
+_BOOKS: KeptFolds[KpiBook] = KeptFolds(KpiBook, _fold_book, stream_id, size=RECENT_AGREEMENTS)
+_HEALTH: KeptFolds[HealthState] = KeptFolds(lambda _: HealthState(), HealthState.apply, health_stream,
+                                            size=RECENT_AGREEMENTS)
 
 
 async def relationship(conn: asyncpg.Connection, book: KpiBook, start: datetime | None = None,
