@@ -13,7 +13,6 @@ from uuid import UUID, uuid4
 from weakref import WeakKeyDictionary
 
 from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
-from accord_runtime.folds import Folded, KeptFolds
 from accord_runtime.identity import hash_token, new_token
 from accord_runtime.postgres import transaction
 from accord_runtime.service import Context as Context
@@ -39,7 +38,7 @@ from services.agreements.commands import (
     RevokeApiToken,
 )
 from services.agreements.domain import Agreement, InvalidCommand, InvalidTransition, stream_id
-from services.agreements.reactions import keep_status_clock, load
+from services.agreements.reactions import RECENT, keep_appended, keep_status_clock, load
 
 T = TypeVar("T")
 Decision = Callable[[Agreement, datetime], None]
@@ -50,13 +49,6 @@ _KNOWN_ORGANISATIONS: WeakKeyDictionary[EventStore, set[UUID]] = WeakKeyDictiona
 
 async def load_agreement(store: EventStore, agreement_id: UUID) -> Agreement:
     return await load(store, agreement_id)
-
-
-#: Agreements as their last command on this process left them (bench/history.py): a command on
-#: an agreement of thousands of events reads a few of them instead of all.
-_RECENT: KeptFolds[Agreement] = KeptFolds(
-    Agreement, lambda agreement, envelopes: agreement.catch_up(REGISTRY.decode(e.type, e.data) for e in envelopes),
-    stream_id)
 
 
 def _state(agreement: Agreement, version: int, created_id: UUID | None = None) -> AgreementState:
@@ -145,7 +137,7 @@ async def change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata, dec
                            *, created_id: UUID | None = None) -> AgreementState:
     """Load the agreement, let `decide` record events, append them (with the status clock's timer)."""
     async def attempt() -> AgreementState:
-        agreement = (await _RECENT.take(ctx.store, agreement_id)).state
+        agreement = (await RECENT.take(ctx.store, agreement_id)).state
         if agreement.status == "new":
             raise NotFound(f"agreement {agreement_id} does not exist")
         period_before, now = agreement.status_update_period, datetime.now(UTC)
@@ -155,9 +147,7 @@ async def change_agreement(ctx: Context, agreement_id: UUID, meta: Metadata, dec
             result = await ctx.store.append(stream_id(agreement_id), agreement.version, agreement.pending, meta,
                                             conn=conn)
         ctx.store.notify_appended()
-        agreement.pending.clear()
-        agreement.version = result.version
-        _RECENT.keep(agreement_id, Folded(agreement, result.version, result.envelopes[-1].id))
+        keep_appended(agreement, result)
         return _state(agreement, result.version, created_id)
 
     return await retry_on_conflict(attempt)

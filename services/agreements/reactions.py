@@ -14,7 +14,8 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict_in
+from accord_runtime.eventstore import AppendResult, EventStore, Metadata, retry_on_conflict_in
+from accord_runtime.folds import Folded, KeptFolds
 from accord_runtime.timers import Timer, cancel, schedule
 from contracts import REGISTRY, CloudEvent
 from contracts.queries import QueryAnswered
@@ -34,6 +35,21 @@ def store_on(conn: asyncpg.Connection) -> EventStore:
 async def load(store: EventStore, agreement_id: UUID) -> Agreement:
     envelopes = await store.read_stream(stream_id(agreement_id))
     return Agreement.replay(agreement_id, [REGISTRY.decode(e.type, e.data) for e in envelopes])
+
+
+#: Agreements as the last decision on them in this process left them (bench/history.py): commands,
+#: timers and policies that decide on an agreement take it from here, read on by the events appended
+#: since, instead of replaying a stream of thousands of events; what they append, they keep.
+RECENT: KeptFolds[Agreement] = KeptFolds(
+    Agreement, lambda agreement, envelopes: agreement.catch_up(REGISTRY.decode(e.type, e.data) for e in envelopes),
+    stream_id)
+
+
+def keep_appended(agreement: Agreement, result: AppendResult) -> None:
+    """Keep `agreement` for the next decision on it, its pending events appended as `result`."""
+    agreement.pending.clear()
+    agreement.version = result.version
+    RECENT.keep(agreement.agreement_id, Folded(agreement, result.version, result.envelopes[-1].id))
 
 
 # --- the status-update clock --------------------------------------------------------------------
@@ -67,16 +83,18 @@ async def status_update_due(conn: asyncpg.Connection, timer: Timer) -> None:
     store = store_on(conn)
 
     async def attempt() -> None:
-        agreement = await load(store, agreement_id)
+        folded = await RECENT.take(store, agreement_id)
+        agreement = folded.state
         if not agreement.record_status_update_overdue(period=period, due_at=timer.due_at):
+            RECENT.keep(agreement_id, folded)  # decided nothing: as it was
             return  # stale: an update arrived, the plan changed, or the agreement is not active
         cadence = agreement.status_update_cadence
         assert cadence is not None
         next_due = timer.due_at + timedelta(seconds=cadence)
         start = timer.due_at if next_due > datetime.now(UTC) else datetime.now(UTC)
         await keep_status_clock(conn, agreement, period, start)
-        await store.append(stream_id(agreement_id), agreement.version, agreement.pending,
-                           Metadata.new("system:agreements"), conn=conn)
+        keep_appended(agreement, await store.append(stream_id(agreement_id), agreement.version, agreement.pending,
+                                                    Metadata.new("system:agreements"), conn=conn))
 
     await retry_on_conflict_in(conn, attempt)
 
@@ -102,14 +120,17 @@ class RequirementClarifications:
         store = store_on(conn)
 
         async def attempt() -> None:
-            agreement = await load(store, answered.agreement_id)
+            folded = await RECENT.take(store, answered.agreement_id)
+            agreement = folded.state
             if agreement.status == "new":
                 raise UnknownPart(f"no agreement {answered.agreement_id} for answered query {answered.query_id}")
             if agreement.clarify_requirement(requirement_id=requirement_id, query_id=answered.query_id,
                                              answer=answered.answer):
-                await store.append(stream_id(answered.agreement_id), agreement.version, agreement.pending,
-                                   Metadata(event.actor, event.correlationid, event.id), conn=conn)
+                keep_appended(agreement, await store.append(
+                    stream_id(answered.agreement_id), agreement.version, agreement.pending,
+                    Metadata(event.actor, event.correlationid, event.id), conn=conn))
             else:
+                RECENT.keep(answered.agreement_id, folded)  # decided nothing: as it was
                 log.info("clarification answer changes nothing", requirement_id=str(requirement_id),
                          query_id=str(answered.query_id))
 

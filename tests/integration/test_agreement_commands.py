@@ -4,6 +4,7 @@ read on by the events appended since (`accord_runtime.folds`), never decided on 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ from accord_runtime.migrations import migrate, migrations_in
 from contracts.agreements import AgreementResumed, AgreementSuspended
 from services.agreements import handlers
 from services.agreements.domain import Agreement, InvalidTransition, stream_id
+from services.agreements.reactions import RECENT, keep_appended, store_on
 from tests.support import stream_reads
 
 pytestmark = [pytest.mark.servers, pytest.mark.usefixtures("agreements_schema")]
@@ -92,3 +94,29 @@ async def test_a_refused_decision_leaves_nothing_behind(store: EventStore, pool:
     assert after.version == 7
     replayed = await handlers.load_agreement(store, agreement_id)
     assert [u.summary for u in replayed.status_updates] == ["one", "two"]
+
+
+async def test_a_decision_kept_in_a_transaction_that_rolled_back_is_not_seen(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """Timers and policies keep what they decide before their caller's transaction commits."""
+    ctx = handlers.Context(store, pool)
+    agreement_id = await active(store)
+    await handlers.change_agreement(ctx, agreement_id, META, post_update("one"))
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        on_conn = store_on(conn)
+        agreement = (await RECENT.take(on_conn, agreement_id)).state
+        agreement.suspend(CLIENT, "audit")
+        keep_appended(agreement, await on_conn.append(stream_id(agreement_id), agreement.version,
+                                                      agreement.pending, META, conn=conn))
+        await tx.rollback()
+    # another replica appends at the version the rolled-back suspension had
+    elsewhere = await handlers.load_agreement(store, agreement_id)
+    post_update("elsewhere")(elsewhere, datetime.now(UTC))
+    await store.append(stream_id(agreement_id), elsewhere.version, elsewhere.pending, META)
+    # the suspension never happened: resuming is refused, posting is allowed
+    with pytest.raises(InvalidTransition):
+        await handlers.change_agreement(ctx, agreement_id, META, lambda a, _: a.resume(CLIENT, "done"))
+    posted = await handlers.change_agreement(ctx, agreement_id, META, post_update("two"))
+    assert posted.status == "active" and posted.version == 8
