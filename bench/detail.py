@@ -12,16 +12,13 @@ Prints the median time, in ms, and the size of the response per length.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import httpx
-import uvloop
 
-from accord_runtime.logs import configure_logging
 from accord_runtime.service import ServiceRuntime
-from bench.harness import BenchConfig, throwaway_database
+from bench.harness import BenchConfig, by_length_cli, throwaway_database
 from bench.history import seed
 from bench.service import Storage, delete_broker_objects, issue_token, register_parties, settings_for
 from services.agreements import handlers
@@ -63,13 +60,7 @@ async def measure(runtime: ServiceRuntime, lengths: list[int], samples: int) -> 
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.detail", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", default="10,100,1000,3000")
-    parser.add_argument("--samples", type=int, default=15)
-    args = parser.parse_args()
-    configure_logging("WARNING", json=False)
-    uvloop.run(main([int(n) for n in args.lengths.split(",")], args.samples))
+    by_length_cli("python -m bench.detail", __doc__, main, lengths="10,100,1000,3000", samples=15)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ system ends instead of hanging.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
 import os
+import statistics
 import time
 import uuid
 from collections.abc import (
@@ -229,3 +231,26 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def p50_p90_ms(seconds: list[float]) -> str:
+    """`seconds` as "p50 / p90" in ms: the median, and the value 90 % of the way up the sorted list."""
+    ordered = sorted(seconds)
+    return f"{statistics.median(ordered) * 1000:7.2f} / {ordered[int(len(ordered) * 0.9)] * 1000:7.2f}"
+
+
+def by_length_cli(prog: str, description: str | None, main: Callable[[list[int], int], Coroutine[Any, Any, None]],
+                  *, lengths: str, samples: int) -> None:
+    """The command line of a benchmark over histories of growing length (``--lengths``, ``--samples``),
+    run on uvloop with warnings-only logs."""
+    import uvloop
+
+    from accord_runtime.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default=lengths)
+    parser.add_argument("--samples", type=int, default=samples)
+    args = parser.parse_args()
+    configure_logging("WARNING", json=False)
+    uvloop.run(main([int(n) for n in args.lengths.split(",")], args.samples))

@@ -16,17 +16,12 @@ Prints the median and p90 of each, in ms, per length. A throwaway database, like
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime
 
-import uvloop
-
 from accord_runtime.eventstore import Metadata
-from accord_runtime.logs import configure_logging
-from bench.harness import BenchConfig, throwaway_database
+from bench.harness import BenchConfig, by_length_cli, p50_p90_ms, throwaway_database
 from bench.service import ACTOR, Storage, settings_for, storage
 from services.agreements import handlers
 from services.agreements.domain import Agreement, stream_id
@@ -73,11 +68,6 @@ async def measure(service: Storage, agreement_id: uuid.UUID, samples: int) -> tu
     return commands, projections
 
 
-def _ms(values: list[float]) -> str:
-    ordered = sorted(values)
-    return f"{statistics.median(ordered) * 1000:7.2f} / {ordered[int(len(ordered) * 0.9)] * 1000:7.2f}"
-
-
 async def main(lengths: list[int], samples: int) -> None:
     config = BenchConfig.create(quick=False)
     async with throwaway_database(config) as url, storage(settings_for(url, "history")) as service:
@@ -86,17 +76,11 @@ async def main(lengths: list[int], samples: int) -> None:
             agreement_id = await seed(service, length)
             await service.projections.catch_up(timeout=None)
             commands, projections = await measure(service, agreement_id, samples)
-            print(f"{length:>7}  {_ms(commands):>21}  {_ms(projections):>25}")
+            print(f"{length:>7}  {p50_p90_ms(commands):>21}  {p50_p90_ms(projections):>25}")
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", default="10,100,1000,3000")
-    parser.add_argument("--samples", type=int, default=30)
-    args = parser.parse_args()
-    configure_logging("WARNING", json=False)
-    uvloop.run(main([int(n) for n in args.lengths.split(",")], args.samples))
+    by_length_cli("python -m bench.history", __doc__, main, lengths="10,100,1000,3000", samples=30)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,15 @@ Prints the median and p90, in ms, per length. A throwaway database, like `bench.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import uvloop
-
 from accord_runtime.eventstore import Metadata
-from accord_runtime.logs import configure_logging
 from accord_runtime.postgres import transaction
 from accord_runtime.service import ServiceRuntime
-from bench.harness import BenchConfig, throwaway_database
+from bench.harness import BenchConfig, by_length_cli, p50_p90_ms, throwaway_database
 from contracts import CloudEvent
 from contracts.kpi import HealthScoreRecorded
 from contracts.queries import QueryAnswered, QueryRaised
@@ -105,20 +100,13 @@ async def main(lengths: list[int], samples: int) -> None:
                     async with transaction(runtime.pool) as conn:
                         await policy.apply(conn, event)
                     took.append(time.perf_counter() - started)
-                took.sort()
-                print(f"{length:>7}  {statistics.median(took) * 1000:9.2f} / {took[int(len(took) * 0.9)] * 1000:7.2f}")
+                print(f"{length:>7}  {p50_p90_ms(took):>22}")
         finally:
             await runtime.pool.close()
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.kpi_health", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", default="10,100,1000,10000")
-    parser.add_argument("--samples", type=int, default=20)
-    args = parser.parse_args()
-    configure_logging("WARNING", json=False)
-    uvloop.run(main([int(n) for n in args.lengths.split(",")], args.samples))
+    by_length_cli("python -m bench.kpi_health", __doc__, main, lengths="10,100,1000,10000", samples=20)
 
 
 if __name__ == "__main__":
