@@ -8,6 +8,7 @@ with the inbox row, or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -32,17 +33,19 @@ def store_on(conn: asyncpg.Connection) -> EventStore:
     return EventStore.on_connection(conn, SOURCE)
 
 
+def evolve_by(agreement: Agreement, envelopes: Iterable[CloudEvent]) -> Agreement:
+    """`agreement` evolved by the next events of its stream, as the store reads them."""
+    return agreement.catch_up(REGISTRY.decode(e.type, e.data) for e in envelopes)
+
+
 async def load(store: EventStore, agreement_id: UUID) -> Agreement:
-    envelopes = await store.read_stream(stream_id(agreement_id))
-    return Agreement.replay(agreement_id, [REGISTRY.decode(e.type, e.data) for e in envelopes])
+    return evolve_by(Agreement(agreement_id), await store.read_stream(stream_id(agreement_id)))
 
 
 #: Agreements as the last decision on them in this process left them (bench/history.py): commands,
 #: timers and policies that decide on an agreement take it from here, read on by the events appended
 #: since, instead of replaying a stream of thousands of events; what they append, they keep.
-RECENT: KeptFolds[Agreement] = KeptFolds(
-    Agreement, lambda agreement, envelopes: agreement.catch_up(REGISTRY.decode(e.type, e.data) for e in envelopes),
-    stream_id)
+RECENT: KeptFolds[Agreement] = KeptFolds(Agreement, evolve_by, stream_id)
 
 
 def keep_appended(agreement: Agreement, result: AppendResult) -> None:
