@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import asyncpg
 import pytest
 
 from accord_runtime.eventstore import EventStore
@@ -40,3 +41,10 @@ def stream_reads(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[int
 
     monkeypatch.setattr(store, "read_stream", spy)
     return seen
+
+
+async def rows_of(db: asyncpg.Connection | asyncpg.Pool, table: str) -> list[str]:
+    """Every row of `table` (schema-qualified or not) as JSON text, sorted: for comparing two states
+    of a read model, e.g. before and after a rebuild."""
+    rows = await db.fetch(f"SELECT row_to_json(t)::text AS r FROM {table} AS t ORDER BY 1")
+    return [row["r"] for row in rows]

@@ -17,7 +17,7 @@ from accord_runtime.service import ServiceRuntime
 from contracts import CloudEvent
 from contracts.queries import QueryAnswered
 from tests.e2e.conftest import Party
-from tests.support import eventually
+from tests.support import eventually, rows_of
 
 pytestmark = pytest.mark.servers
 
@@ -256,8 +256,7 @@ async def test_projections_rebuild_to_the_same_read_models(session: Session, agr
               "agreement_summaries", "agreement_history")
 
     async def dump() -> list[list[str]]:
-        return [sorted(json.dumps(dict(r), default=str) for r in await agreements.pool.fetch(f"SELECT * FROM {t}"))
-                for t in tables]
+        return [await rows_of(agreements.pool, t) for t in tables]
 
     before = await dump()
     await agreements.projections.rebuild()

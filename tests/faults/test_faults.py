@@ -56,6 +56,7 @@ from tests.faults.harness import (
     wait_for_quiescence,
     within,
 )
+from tests.support import rows_of
 
 pytestmark = [pytest.mark.servers, pytest.mark.faults]
 
@@ -214,19 +215,14 @@ AGREEMENTS_READ_MODELS = ("agreement_summaries", "agreement_history", "agreement
 IDENTITY = ("organisations", "users", "api_tokens")
 
 
-async def table(db: asyncpg.Connection, schema: str, name: str) -> list[str]:
-    rows = await db.fetch(f"SELECT row_to_json(t)::text AS r FROM {schema}.{name} AS t ORDER BY 1")
-    return [row["r"] for row in rows]
-
-
 async def rebuilt_read_models_are_unchanged(scene: Scene) -> None:
     """The incrementally built read models equal those ``accord-agreements rebuild`` replays from the store."""
-    before = {name: await table(scene.db, scene.a, name) for name in AGREEMENTS_READ_MODELS}
+    before = {name: await rows_of(scene.db, f"{scene.a}.{name}") for name in AGREEMENTS_READ_MODELS}
     started = time.monotonic()
     await run_command(str(BIN / "accord-agreements"), "rebuild", env=scene.agreements.env)
     scene.timings["rebuild"] = time.monotonic() - started
     for name in AGREEMENTS_READ_MODELS:
-        after = await table(scene.db, scene.a, name)
+        after = await rows_of(scene.db, f"{scene.a}.{name}")
         assert after == before[name], (f"{name}: {len(before[name])} rows incrementally, {len(after)} rebuilt;"
                                        f" only incremental: {sorted(set(before[name]) - set(after))[:3]},"
                                        f" only rebuilt: {sorted(set(after) - set(before[name]))[:3]}")
@@ -294,12 +290,12 @@ async def queries_replica_equals_fold(scene: Scene, parties: dict[uuid.UUID, Par
             "policies": await db.fetchval(f"SELECT count(*) FROM {q}.sla_policy_versions"),
         }
         for name in IDENTITY:
-            found[name] = await table(db, q, name)
+            found[name] = await rows_of(db, f"{q}.{name}")
         return found
 
     expected: dict[str, Any] = {"parties": parties, "terms": terms, "policies": 0}
     for name in IDENTITY:
-        expected[name] = await table(scene.db, scene.a, name)
+        expected[name] = await rows_of(scene.db, f"{scene.a}.{name}")
     last: dict[str, Any] = {}
 
     async def converged() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from contracts.agreements import ProcedureStep
 from services.agreements.domain import Agreement, stream_id
 from services.agreements.domain.agreement import state_format
 from services.agreements.projections import AgreementHistory, AgreementSummaries, SharedAgreements
-from tests.support import eventually
+from tests.support import eventually, rows_of
 
 pytestmark = pytest.mark.servers
 
@@ -264,8 +263,7 @@ def _long_lived(client: uuid.UUID, provider: uuid.UUID) -> tuple[Agreement, list
 
 async def _shared_rows(pool: asyncpg.Pool) -> list[list[str]]:
     tables = ("agreement_documents", "agreement_contacts", "open_scope_changes", "open_breakdowns")
-    return [sorted(json.dumps(dict(r), default=str) for r in await pool.fetch(f"SELECT * FROM {table}"))
-            for table in tables]
+    return [await rows_of(pool, table) for table in tables]
 
 
 @pytest.mark.usefixtures("agreements_schema")
