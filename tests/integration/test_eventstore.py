@@ -68,6 +68,14 @@ async def test_integers_beyond_64_bits_are_stored_and_read_exactly(store: EventS
     assert payload["data"]["cost_minor_units"] == big * 3
 
 
+async def test_jsonb_comes_back_as_it_went_in(pool: asyncpg.Pool) -> None:
+    """The pools' jsonb codec: every kind of JSON value, read back equal (integers as integers)."""
+    value = {"big": 2**70 + 1, "below_int64": -(2**63) - 1, "float": 0.1, "tiny": 1e-300,
+             "text": 'é😀\n"\\', "list": [None, True, False, 0, -1, [], {}], "nested": {"k": {"k": [1.25]}}}
+    read = await pool.fetchval("SELECT $1::jsonb", value)
+    assert read == value and isinstance(read["big"], int) and isinstance(read["below_int64"], int)
+
+
 async def test_conflicting_append_raises_and_writes_nothing(store: EventStore, pool: asyncpg.Pool) -> None:
     agreement = uuid.uuid4()
     meta = Metadata.new("user:alice")

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import REGISTRY
+from contracts.agreements import AgreementActivated, UserRegistered
 from services.agreements.domain import (
+    RESETS_STATUS_CLOCK,
     Agreement,
     DomainError,
     InvalidCommand,
@@ -34,6 +36,21 @@ def test_both_sides_accepting_activates() -> None:
     assert [type(e).__name__ for e in agreement.pending] == [
         "AgreementDrafted", "AgreementProposed", "AgreementAccepted", "AgreementAccepted", "AgreementActivated"]
     assert agreement.agreement_version == 1
+
+
+def test_every_agreement_event_is_applied_by_its_part_and_no_other_is() -> None:
+    """Each event carrying an agreement id changes the agreement through the part it belongs
+    to, the status clock moving on after the events that restart it; anything else is refused."""
+    agreement_events = {m for m in REGISTRY if m.EVENT_SERVICE == "agreements" and "agreement_id" in m.model_fields}
+    evolvers = {event: [f.__qualname__ for f in methods] for event, methods in Agreement._evolvers.items()}
+    assert set(evolvers) == agreement_events
+    for event, names in evolvers.items():
+        clock = ["CommunicationPart._restart_status_clock"] if event in RESETS_STATUS_CLOCK else []
+        assert len(names) == 1 + len(clock) and names[1:] == clock, (event, names)
+    assert evolvers[AgreementActivated][0] == "AgreementCore._evolve_lifecycle"
+    with pytest.raises(TypeError, match="not an agreement event: UserRegistered"):
+        drafted().evolve(UserRegistered(user_id=uuid.uuid4(), organisation_id=CLIENT, display_name="n",
+                                          email="e@x.org"))
 
 
 def test_illegal_transitions_say_why() -> None:

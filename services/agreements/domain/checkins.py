@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import ActionItem, CheckInHeld, CheckInPlanSet, Sentiment
-from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore
+from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore, evolves
+
+CheckInEvent = CheckInPlanSet | CheckInHeld
 
 
 @dataclass
@@ -50,7 +52,8 @@ class CheckInsPart(AgreementCore):
             provider_score=provider_score, client_sentiment=client_sentiment, provider_sentiment=provider_sentiment,
             notes=notes, action_items=action_items or []), "record a check-in", ACTIVE_ONLY)
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_checkins(self, event: CheckInEvent) -> None:
         match event:
             case CheckInPlanSet():
                 self.checkin_plan = CheckInPlan(event.every_days, event.format)
@@ -59,5 +62,4 @@ class CheckInsPart(AgreementCore):
                     event.checkin_id, event.held_on, event.client_score, event.provider_score,
                     event.client_sentiment, event.provider_sentiment, event.notes, list(event.action_items))
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

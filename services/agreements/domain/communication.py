@@ -9,11 +9,12 @@ cancels the pending timer.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import (
     AgreementActivated,
     AgreementResumed,
@@ -23,12 +24,15 @@ from contracts.agreements import (
     StatusUpdateOverdue,
     StatusUpdatePosted,
 )
-from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore
+from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore, evolves
 from services.agreements.domain.errors import InvalidCommand
 
+CommunicationEvent = CommunicationPlanSet | StatusUpdatePosted | StatusUpdateOverdue
+
 #: Events after which the status-update clock starts again, or stops (a new timer period).
-RESETS_STATUS_CLOCK = (CommunicationPlanSet, StatusUpdatePosted, StatusUpdateOverdue, AgreementActivated,
-                       AgreementResumed, AgreementSuspended, AgreementTerminated)
+StatusClockEvent = (CommunicationEvent | AgreementActivated | AgreementResumed | AgreementSuspended
+                    | AgreementTerminated)
+RESETS_STATUS_CLOCK = typing.get_args(StatusClockEvent)
 
 
 @dataclass
@@ -86,7 +90,8 @@ class CommunicationPart(AgreementCore):
                                          last_update_at=last))
         return True
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_communication(self, event: CommunicationEvent) -> None:
         match event:
             case CommunicationPlanSet():
                 self.communication_plan = CommunicationPlan(event.status_update_every_seconds, event.meetings,
@@ -96,9 +101,8 @@ class CommunicationPart(AgreementCore):
             case StatusUpdateOverdue():
                 self.overdue_status_updates.append(event.due_at)
             case _:
-                handled = super()._evolve(event)
-                if isinstance(event, RESETS_STATUS_CLOCK):
-                    self.status_update_period += 1
-                return handled
+                assert_never(event)
+
+    @evolves
+    def _restart_status_clock(self, event: StatusClockEvent) -> None:
         self.status_update_period += 1
-        return True

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Literal, assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import DeliverableAccepted, DeliverableDefined, DeliverableDelivered, DeliverableRejected
-from services.agreements.domain.core import ACTIVE_ONLY
+from services.agreements.domain.core import ACTIVE_ONLY, evolves
 from services.agreements.domain.errors import InvalidCommand, InvalidTransition
 from services.agreements.domain.requirements import RequirementsPart
+
+DeliverableEvent = DeliverableDefined | DeliverableDelivered | DeliverableAccepted | DeliverableRejected
 
 DeliverableStatus = Literal["defined", "delivered", "accepted", "rejected"]
 
@@ -74,7 +75,8 @@ class DeliverablesPart(RequirementsPart):
         if deliverable.status != "delivered":
             raise InvalidTransition(f"only a delivered deliverable can be judged; it is {deliverable.status}")
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_deliverables(self, event: DeliverableEvent) -> None:
         match event:
             case DeliverableDefined():
                 self.deliverables[event.deliverable_id] = Deliverable(
@@ -89,5 +91,4 @@ class DeliverablesPart(RequirementsPart):
                 deliverable = self.deliverables[event.deliverable_id]
                 deliverable.status, deliverable.rejection_reason = "rejected", event.reason
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

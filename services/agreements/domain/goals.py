@@ -6,13 +6,14 @@ Each revision of a goal needs a fresh acknowledgement; until then the goal is no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import GoalAcknowledged, GoalClarificationRequested, GoalRevised, GoalStated
-from services.agreements.domain.core import AgreementCore
+from services.agreements.domain.core import AgreementCore, evolves
 from services.agreements.domain.errors import InvalidTransition
+
+GoalEvent = GoalStated | GoalRevised | GoalAcknowledged | GoalClarificationRequested
 
 GoalStatus = Literal["stated", "clarification_requested", "acknowledged"]
 
@@ -75,7 +76,8 @@ class GoalsPart(AgreementCore):
             raise InvalidTransition(f"the goal is at revision {goal.revision}, not {revision}")
         return goal
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_goals(self, event: GoalEvent) -> None:
         match event:
             case GoalStated():
                 self.goals[event.goal_id] = Goal(event.goal_id, 1, event.outcome, event.success_measure,
@@ -90,5 +92,4 @@ class GoalsPart(AgreementCore):
                 goal = self.goals[event.goal_id]
                 goal.status, goal.question = "clarification_requested", event.question
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

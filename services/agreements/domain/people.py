@@ -7,12 +7,14 @@ change re-routes escalations at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import ContactAssigned, ContactRemoved, PersonnelChanged, Side
-from services.agreements.domain.core import AgreementCore
+from services.agreements.domain.core import AgreementCore, evolves
 from services.agreements.domain.errors import WrongSide
+
+PeopleEvent = ContactAssigned | PersonnelChanged | ContactRemoved
 
 
 @dataclass
@@ -80,7 +82,8 @@ class PeoplePart(AgreementCore):
                                     for side in ("client", "provider")}}
                 for level in levels]
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_people(self, event: PeopleEvent) -> None:
         match event:
             case ContactAssigned():
                 self.contacts[event.contact_id] = Contact(event.contact_id, event.side, event.role, event.name,
@@ -94,5 +97,4 @@ class PeoplePart(AgreementCore):
             case ContactRemoved():
                 del self.contacts[event.contact_id]
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

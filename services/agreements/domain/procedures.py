@@ -7,12 +7,14 @@ stands (the flow chart marks the broken step, not the whole process).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import BreakdownReported, BreakdownResolved, ProcedureDefined, ProcedureStep, Side
-from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore
+from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore, evolves
 from services.agreements.domain.errors import InvalidCommand, InvalidTransition, UnknownPart
+
+ProcedureEvent = ProcedureDefined | BreakdownReported | BreakdownResolved
 
 
 @dataclass
@@ -86,7 +88,8 @@ class ProceduresPart(AgreementCore):
         return [b for b in self.breakdowns.values()
                 if b.open and (procedure_id is None or b.procedure_id == procedure_id)]
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_procedures(self, event: ProcedureEvent) -> None:
         match event:
             case ProcedureDefined():
                 previous = self.procedures.get(event.procedure_id)
@@ -100,5 +103,4 @@ class ProceduresPart(AgreementCore):
                 breakdown = self.breakdowns[event.breakdown_id]
                 breakdown.fix, breakdown.resolved_by_side = event.fix, event.resolved_by_side
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

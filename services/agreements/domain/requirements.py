@@ -8,18 +8,20 @@ agreed understanding), and the provider can accept it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import (
     RequirementAccepted,
     RequirementClarificationRequested,
     RequirementClarified,
     RequirementDocumented,
 )
-from services.agreements.domain.core import AgreementCore
+from services.agreements.domain.core import AgreementCore, evolves
 from services.agreements.domain.errors import InvalidTransition
+
+RequirementEvent = (RequirementDocumented | RequirementClarificationRequested | RequirementClarified
+                    | RequirementAccepted)
 
 RequirementStatus = Literal["documented", "clarification_requested", "clarified", "accepted"]
 
@@ -104,7 +106,8 @@ class RequirementsPart(AgreementCore):
                              f"requirement accepted: {requirement.title} (revision {requirement.revision})",
                              "accept a requirement")
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_requirements(self, event: RequirementEvent) -> None:
         match event:
             case RequirementDocumented():
                 self.requirements[event.requirement_id] = Requirement(
@@ -121,5 +124,4 @@ class RequirementsPart(AgreementCore):
             case RequirementAccepted():
                 self.requirements[event.requirement_id].status = "accepted"
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

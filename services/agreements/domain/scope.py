@@ -6,10 +6,9 @@ An approved change amends the agreement (a new agreement version).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import (
     ScopeChangeApproved,
     ScopeChangeAssessed,
@@ -17,8 +16,10 @@ from contracts.agreements import (
     ScopeChangeRequested,
     Side,
 )
-from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore
+from services.agreements.domain.core import ACTIVE_ONLY, AgreementCore, evolves
 from services.agreements.domain.errors import InvalidTransition
+
+ScopeChangeEvent = ScopeChangeRequested | ScopeChangeAssessed | ScopeChangeApproved | ScopeChangeRejected
 
 ScopeChangeStatus = Literal["requested", "assessed", "approved", "rejected"]
 
@@ -91,7 +92,8 @@ class ScopePart(AgreementCore):
             raise InvalidTransition(f"the scope change is already {change.status}")
         return change
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_scope(self, event: ScopeChangeEvent) -> None:
         match event:
             case ScopeChangeRequested():
                 self.scope_changes[event.change_id] = ScopeChange(event.change_id, event.requested_by_side,
@@ -107,5 +109,4 @@ class ScopePart(AgreementCore):
                 change = self.scope_changes[event.change_id]
                 change.status, change.rejection_reason = "rejected", event.reason
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import SLAPolicySet
 from contracts.sla import SLAPolicy
-from services.agreements.domain.core import AgreementCore
+from services.agreements.domain.core import AgreementCore, evolves
 from services.agreements.domain.errors import InvalidCommand
 
 CLOCK_SKEW = timedelta(seconds=5)
@@ -44,10 +43,6 @@ class SLAPart(AgreementCore):
         current = [p for p in self.sla_policies if p.effective_from <= moment]
         return current[-1].policy if current else None
 
-    def _evolve(self, event: EventData) -> bool:
-        match event:
-            case SLAPolicySet():
-                self.sla_policies.append(PolicyPeriod(event.policy, event.effective_from))
-            case _:
-                return super()._evolve(event)
-        return True
+    @evolves
+    def _evolve_sla_policy(self, event: SLAPolicySet) -> None:
+        self.sla_policies.append(PolicyPeriod(event.policy, event.effective_from))

@@ -4,18 +4,19 @@ other confirms it, so both sides have recorded the resolution they agreed."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 from uuid import UUID
 
-from contracts import EventData
 from contracts.agreements import (
     DisagreementRecorded,
     DisagreementResolutionProposed,
     DisagreementResolved,
     Side,
 )
-from services.agreements.domain.core import AgreementCore, other
+from services.agreements.domain.core import AgreementCore, evolves, other
 from services.agreements.domain.errors import InvalidTransition, WrongSide
+
+DisagreementEvent = DisagreementRecorded | DisagreementResolutionProposed | DisagreementResolved
 
 
 @dataclass
@@ -66,7 +67,8 @@ class SyncPart(AgreementCore):
             raise InvalidTransition("the disagreement is already resolved")
         return disagreement
 
-    def _evolve(self, event: EventData) -> bool:
+    @evolves
+    def _evolve_sync(self, event: DisagreementEvent) -> None:
         match event:
             case DisagreementRecorded():
                 self.disagreements[event.disagreement_id] = Disagreement(
@@ -79,5 +81,4 @@ class SyncPart(AgreementCore):
                 disagreement = self.disagreements[event.disagreement_id]
                 disagreement.status, disagreement.resolution = "resolved", event.resolution
             case _:
-                return super()._evolve(event)
-        return True
+                assert_never(event)
