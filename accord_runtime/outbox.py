@@ -8,11 +8,14 @@ crash, a nack, a timeout or a lost connection at any point leaves the row to be 
 
 A batch is published concurrently on one confirm-mode channel: messages are written to the
 channel in global order (aiormq serializes writes with a FIFO lock), and confirms are awaited
-together. While one batch waits for its confirms the next is fetched and written (`pipeline`
-batches in flight), skipping rows still in flight rather than reading past a position: an
-event that commits late with a lower position than rows already fetched is then still
-published before the later events of its stream. After a failure the unconfirmed rows are
-republished, possibly after later ones: per-stream order holds while the broker confirms.
+together; its confirmed rows are deleted before the next batch is read, so every read starts
+at the lowest position left: an event that commits late with a lower position than rows
+already published is still published before the later events of its stream. One batch at a
+time lets the outbox fill while a batch waits for its confirms, so batches grow with the load:
+with two in flight, (f) at 1,000/s read a batch of under two events on average, and one
+batch at a time made it faster (bench/README.md, sixth session). After a failure the
+unconfirmed rows are republished, possibly after later ones: per-stream order holds while the
+broker confirms.
 
 Only one relay per schema publishes: the leader holds a session-level advisory lock on a
 dedicated connection and reads the outbox through that connection, so a relay whose
@@ -25,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import cast
 
 import aio_pika
@@ -47,12 +48,7 @@ log = structlog.get_logger(__name__)
 PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
                   OSError)  # OSError: ConnectionError, TimeoutError
 
-_FETCH = """
-SELECT global_position, event_id, routing_key, payload FROM outbox
-WHERE global_position <> ALL($1::bigint[])
-ORDER BY global_position
-LIMIT $2
-"""
+_FETCH = "SELECT global_position, event_id, routing_key, payload FROM outbox ORDER BY global_position LIMIT $1"
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)  # written to disk by the broker
 _DELETE = "DELETE FROM outbox WHERE global_position = ANY($1::bigint[])"
 _TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
@@ -110,16 +106,6 @@ class _LeaderLock:
                 conn.terminate()
 
 
-@dataclass
-class _Batch:
-    rows: list[asyncpg.Record]
-    task: asyncio.Task[None]
-    positions: list[int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.positions = [row["global_position"] for row in self.rows]
-
-
 class OutboxRelay:
     """Publishes one schema's outbox to the event exchange; see the module docstring."""
 
@@ -134,7 +120,6 @@ class OutboxRelay:
         doorbell: Doorbell,
         *,
         batch_size: int = 500,
-        pipeline: int = 2,
         confirm_timeout: float = 10.0,
         leader_retry: float = 2.0,
         max_backoff: float = 5.0,
@@ -144,7 +129,6 @@ class OutboxRelay:
         self._exchange_name = exchange_name
         self.service_name = service_name
         self._batch_size = batch_size
-        self._pipeline = pipeline
         self._confirm_timeout = confirm_timeout
         self._leader_retry = leader_retry
         self._max_backoff = max_backoff
@@ -259,36 +243,12 @@ class OutboxRelay:
         return float(min(0.1 * 2 ** (self._failures - 1), self._max_backoff))
 
     async def _drain(self, channel: AbstractRobustChannel) -> None:
-        """Publish until the outbox is empty (or stopping); up to `pipeline` batches in flight."""
-        in_flight: deque[_Batch] = deque()
-        try:
-            while True:
-                rows: list[asyncpg.Record] = []
-                if not self._stopping.is_set():
-                    skip = [position for batch in in_flight for position in batch.positions]
-                    rows = await self._lock.check().fetch(_FETCH, skip, self._batch_size,
-                                                          timeout=self._confirm_timeout)
-                if rows:
-                    task = asyncio.create_task(self._publish_batch(channel, rows))
-                    in_flight.append(_Batch(rows, task))
-                if not in_flight:
-                    return
-                if not rows or len(in_flight) >= self._pipeline:
-                    await in_flight.popleft().task
-                    if not rows and not in_flight:
-                        return  # read empty: rows committed since then rang the doorbell again
-        except asyncio.CancelledError:
-            for batch in in_flight:
-                batch.task.cancel()
-            await asyncio.gather(*(batch.task for batch in in_flight), return_exceptions=True)
-            raise
-        except Exception:
-            # Let the other batches settle, so that rows the broker confirmed are deleted.
-            outcomes = await asyncio.gather(*(b.task for b in in_flight), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    self._log.warning("outbox batch failed", error=repr(outcome))
-            raise
+        """Publish batch after batch until the outbox is empty (or stopping)."""
+        while not self._stopping.is_set():
+            rows = await self._lock.check().fetch(_FETCH, self._batch_size, timeout=self._confirm_timeout)
+            if not rows:
+                return  # read empty: rows committed since then rang the doorbell again
+            await self._publish_batch(channel, rows)
 
     async def _publish_batch(self, channel: AbstractRobustChannel, rows: list[asyncpg.Record]) -> None:
         """Publish `rows` concurrently, delete those confirmed; PublishFailed names the others."""

@@ -209,7 +209,7 @@ def sequences_by_stream(observer: Observer) -> dict[str, list[int]]:
 async def test_per_stream_order_is_kept_across_large_concurrent_batches(
     store: EventStore, observer: Observer, start_relay: StartRelay
 ) -> None:
-    await start_relay(store, batch_size=100)  # many batches, pipelined
+    await start_relay(store, batch_size=100)  # many batches
     events = await append_many(store, streams=20, per_stream=50, chunk=5)
     await observer.receive({str(e.id) for e in events}, timeout=30)
 
