@@ -83,7 +83,8 @@ def show(
     as_json: Json = False,
 ) -> None:
     """One agreement: its state, its parts and its latest history."""
-    detail = api(ctx).get("agreements", f"/agreements/{agreement_id}", as_of=_when(as_of), version=version)
+    detail = api(ctx).get("agreements", f"/agreements/{agreement_id}", as_of=_when(as_of), version=version,
+                          history_limit=None if as_json else history)
     if as_json:
         emit_json(detail)
         return
@@ -96,7 +97,7 @@ def show(
         ("summary", detail["summary"] or None),
         *[(part.replace("_", " "), _count(snapshot.get(part))) for part in PARTS],
     ]))
-    entries = detail["history"][-history:] if history else []
+    entries = detail["history"]
     if entries:
         out.print(table("Latest events", ("#", "event", "actor", "at"), [
             (e["sequence"], e["event_type"].split(".")[2] if e["event_type"].count(".") >= 2 else e["event_type"],

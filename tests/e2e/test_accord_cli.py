@@ -145,6 +145,10 @@ async def test_the_demo_engagement_is_visible_through_the_cli(deployment: Deploy
         "13 weeks, in weekly buckets"
     assert shown["agreement"]["scope_changes"][demo["scope_change"]]["status"] == "approved"
     assert demo["personnel_change"]["contact_id"] in shown["agreement"]["contacts"]
+    latest = await deployment.accord("agreements", "show", agreement, "--history", "2", **as_client)
+    last_two = [h["event_type"].split(".")[2] for h in shown["history"][-2:]]
+    assert latest.code == 0 and "Latest events" in latest.stdout and all(n in latest.stdout for n in last_two)
+    assert str(shown["history"][-3]["sequence"]) not in latest.stdout.split("Latest events")[1].split()
     document = await deployment.accord("agreements", "document", agreement, **as_client)
     assert document.code == 0 and "Retail analytics retainer" in document.stdout
 

@@ -138,6 +138,55 @@ async def test_concurrent_acceptances_both_count(api: httpx.AsyncClient, client_
     assert "active" in {r.json()["status"] for r in results}
 
 
+async def test_the_history_comes_a_page_at_a_time_and_the_detail_can_hold_its_latest(
+        api: httpx.AsyncClient, client_party: Party, provider_party: Party) -> None:
+    agreement_id = await draft(api, client_party, client_party, provider_party)
+    for path, party in (("proposal", provider_party), ("acceptance", client_party), ("acceptance", provider_party)):
+        assert (await api.post(f"/agreements/{agreement_id}/{path}", headers=party.headers)).status_code == 200
+    url = f"/agreements/{agreement_id}/history"
+
+    async def page(after: int, limit: int) -> dict[str, Any]:
+        response = await api.get(url, headers=provider_party.headers, params={"after": after, "limit": limit})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def complete() -> dict[str, Any] | None:
+        first = await page(0, 2)
+        return first if first["total"] == 5 else None
+
+    pages, current = [], await eventually(complete)
+    while True:
+        pages.append([entry["sequence"] for entry in current["items"]])
+        assert (current["total"], current["limit"]) == (5, 2)
+        if current["next_after"] is None:
+            break
+        current = await page(current["next_after"], 2)
+    assert pages == [[1, 2], [3, 4], [5]]
+    assert (await page(5, 100))["items"] == [] and (await page(5, 100))["next_after"] is None
+    assert (await page(0, 5))["next_after"] is None  # a page that holds the last entry is the last
+    for params in ({"limit": 0}, {"limit": 501}, {"after": -1}, {"after": "x"}):
+        refused = await api.get(url, headers=provider_party.headers, params=params)
+        assert refused.status_code == 422, (params, refused.text)
+
+    async def detail(**params: int) -> dict[str, Any]:
+        response = await api.get(f"/agreements/{agreement_id}", headers=client_party.headers, params=params)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    whole = await detail()
+    assert [h["sequence"] for h in whole["history"]] == [1, 2, 3, 4, 5] and whole["history_total"] == 5
+    latest = await detail(history_limit=2)
+    assert latest["history"] == whole["history"][-2:] and latest["history_total"] == 5
+    assert (await detail(history_limit=0))["history"] == []
+    assert (await detail(history_limit=50))["history"] == whole["history"]
+    assert [h["sequence"] for h in (await detail(version=1, history_limit=3))["history"]] == [3, 4, 5]
+    refused = await api.get(f"/agreements/{agreement_id}", headers=client_party.headers,
+                            params={"history_limit": -1})
+    assert refused.status_code == 422
+
+
 async def test_health_readiness_and_metrics(api: httpx.AsyncClient, client_party: Party,
                                             provider_party: Party) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}

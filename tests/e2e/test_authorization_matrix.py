@@ -426,6 +426,7 @@ ROUTES: list[Route] = [
     Route("agreements", "GET", A, "either", body()),
     Route("agreements", "GET", f"{A}/diff", "either", _versions_one_and_two),
     Route("agreements", "GET", f"{A}/document", "either", body()),
+    Route("agreements", "GET", f"{A}/history", "either", body()),
     # goals and requirements
     Route("agreements", "POST", f"{A}/goals", "client", body({"outcome": "Faster close", "success_measure": "Days"}),
           ok=201),

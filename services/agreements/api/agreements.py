@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from accord_runtime.identity import CurrentPrincipal
 from services.agreements import handlers
-from services.agreements.api.common import context, execute, metadata
+from services.agreements.api.common import context, execute, metadata, side_of_caller
 from services.agreements.commands import (
     AcceptAgreement,
     AgreementState,
@@ -78,6 +78,17 @@ class AgreementDetail(BaseModel):
     as_of: datetime | None = None
     agreement: dict[str, Any]
     history: list[HistoryEntry]
+    history_total: int  # entries up to this state; `history` holds the latest `history_limit` of them
+
+
+class HistoryPage(BaseModel):
+    """Entries of an agreement's history in order, those after the entry `after`."""
+
+    items: list[HistoryEntry]
+    total: int
+    after: int
+    limit: int
+    next_after: int | None  # pass it as `after` for the next page; None when this page is the last
 
 
 class AgreementPage(BaseModel):
@@ -96,6 +107,10 @@ class VersionDiff(BaseModel):
 
 AsOf = Annotated[AwareDatetime | None, Query(description="Replay the agreement as it was at this time.")]
 Version = Annotated[int | None, Query(ge=1, description="Replay the agreement as of this agreement version.")]
+HistoryLimit = Annotated[int | None, Query(ge=0, le=10_000, description=(
+    "Only the latest entries of the history, this many (0: none); without it, all of them. Page "
+    "through the whole history with GET /agreements/{agreement_id}/history."))]
+_HISTORY = "SELECT sequence, event_id, event_type, actor, occurred_at, data FROM agreement_history"
 
 
 @router.get("/me", response_model=Me)
@@ -171,7 +186,8 @@ async def list_agreements(
 
 @router.get("/agreements/{agreement_id}", response_model=AgreementDetail)
 async def get_agreement(request: Request, agreement_id: UUID, principal: CurrentPrincipal,
-                        as_of: AsOf = None, version: Version = None) -> AgreementDetail:
+                        as_of: AsOf = None, version: Version = None,
+                        history_limit: HistoryLimit = None) -> AgreementDetail:
     """The agreement now; with `as_of` or `version`, as it was then (replayed from its events)."""
     pool = request.app.state.pool
     if as_of is None and version is None:
@@ -191,9 +207,10 @@ async def get_agreement(request: Request, agreement_id: UUID, principal: Current
         side = "provider"
     else:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "your organisation is not a party to this agreement")
-    history = await pool.fetch(
-        "SELECT sequence, event_id, event_type, actor, occurred_at, data FROM agreement_history"
-        " WHERE agreement_id = $1 AND sequence <= $2 ORDER BY sequence", agreement_id, snapshot["version"])
+    # The latest `history_limit` entries up to the snapshot's version (a stream's versions have no gaps).
+    first = 1 if history_limit is None else snapshot["version"] - history_limit + 1
+    history = await pool.fetch(f"{_HISTORY} WHERE agreement_id = $1 AND sequence BETWEEN $2 AND $3"
+                               " ORDER BY sequence", agreement_id, first, snapshot["version"])
     return AgreementDetail(
         agreement_id=agreement_id, title=snapshot["title"], summary=snapshot["summary"], status=snapshot["status"],
         client_organisation_id=snapshot["client_organisation_id"],
@@ -201,7 +218,26 @@ async def get_agreement(request: Request, agreement_id: UUID, principal: Current
         drafted_by_side=snapshot["drafted_by_side"], client_accepted="client" in snapshot["accepted_by"],
         provider_accepted="provider" in snapshot["accepted_by"], agreement_version=snapshot["agreement_version"],
         stream_version=snapshot["version"], your_side=side, as_of=as_of, agreement=snapshot,
-        history=[HistoryEntry(**dict(h)) for h in history])
+        history=[HistoryEntry(**dict(h)) for h in history], history_total=snapshot["version"])
+
+
+@router.get("/agreements/{agreement_id}/history", response_model=HistoryPage)
+async def agreement_history(
+    request: Request, agreement_id: UUID, principal: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0, description="The sequence of the last entry already read.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> HistoryPage:
+    """Every event of the agreement as the parties see it, oldest first, a page at a time."""
+    await side_of_caller(request, principal, agreement_id)
+    pool = request.app.state.pool
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(f"{_HISTORY} WHERE agreement_id = $1 AND sequence > $2 ORDER BY sequence"
+                                " LIMIT $3", agreement_id, after, limit)
+        total = await conn.fetchval("SELECT count(*) FROM agreement_history WHERE agreement_id = $1", agreement_id)
+    items = [HistoryEntry(**dict(r)) for r in rows]
+    more = len(items) == limit and items[-1].sequence < total
+    return HistoryPage(items=items, total=total, after=after, limit=limit,
+                       next_after=items[-1].sequence if more else None)
 
 
 async def _replayed(request: Request, principal: CurrentPrincipal, agreement_id: UUID, *,
