@@ -133,6 +133,7 @@ def cli() -> None:
                         help="one run of each, shorter windows (under ~90 s)")
     parser.add_argument("--runs", type=int, help="repetitions of each measurement")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument("--output", type=Path, help="write the figures (JSON) to this file instead of bench/results/")
     parser.add_argument("--only", default="".join(BENCHMARKS),
                         help=f"benchmarks to run, e.g. 'abe' (default: all, in the order {''.join(BENCHMARKS)})")
     args = parser.parse_args()
@@ -146,7 +147,9 @@ def cli() -> None:
     results = _run(main(config, selected, loop, console), factory)
     results.environment["total_s"] = f"{time.perf_counter() - started:.0f}"
     results.print(console)
-    if not args.no_save:
+    if args.output:
+        results.save(args.output)
+    elif not args.no_save:
         suffix = "-quick" if args.quick else ""
         dated = RESULTS / f"{datetime.date.today().isoformat()}{suffix}.json"
         results.save(RESULTS / "latest.json", dated)
