@@ -165,7 +165,7 @@ async def test_the_history_comes_a_page_at_a_time_and_the_detail_can_hold_its_la
     assert pages == [[1, 2], [3, 4], [5]]
     assert (await page(5, 100))["items"] == [] and (await page(5, 100))["next_after"] is None
     assert (await page(0, 5))["next_after"] is None  # a page that holds the last entry is the last
-    for params in ({"limit": 0}, {"limit": 501}, {"after": -1}, {"after": "x"}):
+    for params in ({"limit": 0}, {"limit": 501}, {"after": -1}, {"after": "x"}, {"after": 2**31}):
         refused = await api.get(url, headers=provider_party.headers, params=params)
         assert refused.status_code == 422, (params, refused.text)
 

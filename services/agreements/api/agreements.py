@@ -224,7 +224,7 @@ async def get_agreement(request: Request, agreement_id: UUID, principal: Current
 @router.get("/agreements/{agreement_id}/history", response_model=HistoryPage)
 async def agreement_history(
     request: Request, agreement_id: UUID, principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0, description="The sequence of the last entry already read.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="The sequence of the last entry already read.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> HistoryPage:
     """Every event of the agreement as the parties see it, oldest first, a page at a time."""
