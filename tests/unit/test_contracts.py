@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -12,8 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import REGISTRY, CloudEvent, EventData, EventRegistry, UnknownEventType
-from contracts.agreements import AgreementDrafted
+from contracts.agreements import AgreementDrafted, ScopeChangeAssessed
 from contracts.export import SCHEMA_DIR, render, schema_documents
+from contracts.kpi import CustomerHealthChanged
 
 
 def test_committed_schemas_match_the_models() -> None:
@@ -80,6 +82,24 @@ def test_validating_is_strict_decoding_reads_the_wire_forms_alike() -> None:
     data, drafted = drafted_data(), AgreementDrafted.event_type()
     assert REGISTRY.decode(drafted, data) == REGISTRY.validate(drafted, data)
     assert REGISTRY.decode(drafted, data) is REGISTRY.decode(drafted, data)
+
+
+def test_validating_keeps_big_integers_and_non_finite_floats_as_sent() -> None:
+    """`validate` writes the data as JSON to check it in JSON mode: an integer beyond 64 bits stays
+    exact, and NaN stays NaN (not null) where the model allows it, and is refused where not."""
+    big = 2**70 + 1
+    assessed = REGISTRY.validate(ScopeChangeAssessed.event_type(), {
+        "agreement_id": str(uuid.uuid4()), "change_id": str(uuid.uuid4()), "effort_hours": big,
+        "cost_minor_units": big * 3, "currency": "EUR", "timeline_impact_days": 0})
+    assert isinstance(assessed, ScopeChangeAssessed)
+    assert (assessed.effort_hours, assessed.cost_minor_units) == (big, big * 3)
+    health = {"agreement_id": str(uuid.uuid4()), "from_band": "green", "to_band": "yellow", "score": 50.0,
+              "previous_score": float("nan"), "changed_at": "2026-11-24T06:00:00+00:00"}
+    changed = REGISTRY.validate(CustomerHealthChanged.event_type(), health)
+    assert isinstance(changed, CustomerHealthChanged)
+    assert changed.previous_score is not None and math.isnan(changed.previous_score)
+    with pytest.raises(ValidationError):
+        REGISTRY.validate(CustomerHealthChanged.event_type(), health | {"score": float("inf")})
 
 
 def test_old_versions_are_upcast_to_the_current_model() -> None:
