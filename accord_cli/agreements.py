@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markdown import Markdown
+from rich.table import Table
 
 from accord_cli.options import Json, api
 from accord_cli.output import USAGE, emit_json, fail, key_values, out, short_time, table
@@ -97,11 +98,32 @@ def show(
         ("summary", detail["summary"] or None),
         *[(part.replace("_", " "), _count(snapshot.get(part))) for part in PARTS],
     ]))
-    entries = detail["history"]
-    if entries:
-        out.print(table("Latest events", ("#", "event", "actor", "at"), [
-            (e["sequence"], e["event_type"].split(".")[2] if e["event_type"].count(".") >= 2 else e["event_type"],
-             e["actor"], short_time(e["occurred_at"])) for e in entries]))
+    if detail["history"]:
+        out.print(_events("Latest events", detail["history"]))
+
+
+@app.command("history")
+def list_history(
+    ctx: typer.Context,
+    agreement_id: Annotated[str, typer.Argument(help="The agreement's id.")],
+    after: Annotated[int, typer.Option(help="List the events after this one (its number).", min=0)] = 0,
+    limit: Annotated[int, typer.Option(help="How many events to list.", min=1, max=500)] = 100,
+    as_json: Json = False,
+) -> None:
+    """The agreement's events in order, a page at a time (every change either side made)."""
+    page = api(ctx).get("agreements", f"/agreements/{agreement_id}/history", after=after, limit=limit)
+    if as_json:
+        emit_json(page)
+        return
+    out.print(_events(f"Events {after + 1} to {after + len(page['items'])} of {page['total']}", page["items"]))
+    if page["next_after"] is not None:
+        out.print(f"more: --after {page['next_after']}")
+
+
+def _events(title: str, entries: list[dict[str, Any]]) -> Table:
+    return table(title, ("#", "event", "actor", "at"), [
+        (e["sequence"], e["event_type"].split(".")[2] if e["event_type"].count(".") >= 2 else e["event_type"],
+         e["actor"], short_time(e["occurred_at"])) for e in entries])
 
 
 def _count(part: Any) -> str:

@@ -149,6 +149,13 @@ async def test_the_demo_engagement_is_visible_through_the_cli(deployment: Deploy
     last_two = [h["event_type"].split(".")[2] for h in shown["history"][-2:]]
     assert latest.code == 0 and "Latest events" in latest.stdout and all(n in latest.stdout for n in last_two)
     assert str(shown["history"][-3]["sequence"]) not in latest.stdout.split("Latest events")[1].split()
+    paged = (await deployment.accord("agreements", "history", agreement, "--after", "2", "--limit", "3", "--json",
+                                      **as_client)).json()
+    assert [e["sequence"] for e in paged["items"]] == [3, 4, 5] and paged["next_after"] == 5
+    assert paged["items"] == shown["history"][2:5] and paged["total"] == len(shown["history"])
+    listed_page = await deployment.accord("agreements", "history", agreement, "--limit", "2", **as_client)
+    assert listed_page.code == 0 and f"Events 1 to 2 of {paged['total']}" in listed_page.stdout
+    assert "more: --after 2" in listed_page.stdout
     document = await deployment.accord("agreements", "document", agreement, **as_client)
     assert document.code == 0 and "Retail analytics retainer" in document.stdout
 
