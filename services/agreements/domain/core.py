@@ -1,10 +1,10 @@
 """The agreement's core: parties, lifecycle, versions, and the rules every part's decisions share.
 
-A decision checks the rules, then records events; `_evolve` is the only place state changes, so
-replaying a stream rebuilds exactly the state the decisions were made on. Each part of the
-agreement (goals, requirements, …) is a mixin over this core that adds its state, its decisions
-and the methods marked `@evolves` that apply its events: `evolve` calls those its event's type
-is in the annotation of, straight from a table, instead of asking every part in turn.
+A decision checks the rules, then records events; the methods marked `@evolves` are the only
+place state changes, so replaying a stream rebuilds exactly the state the decisions were made
+on. Each part of the agreement (goals, requirements, …) is a mixin over this core that adds its
+state, its decisions and the `@evolves` methods that apply its events; `evolve` calls those
+whose `event` annotation names the event's type, from a table built once per class.
 
 Content and versions: a change to what the sides agreed (see `_change_content`) is free while the
 agreement is a draft, refused while a proposal awaits acceptance, and, once active, followed by
