@@ -37,10 +37,7 @@ async def load_book(store: EventStore, agreement_id: UUID) -> KpiBook:
 
 
 def _fold_book(book: KpiBook, envelopes: list[CloudEvent]) -> KpiBook:
-    for envelope in envelopes:
-        book.evolve(REGISTRY.decode(envelope.type, envelope.data))
-        book.version += 1
-    return book
+    return book.catch_up(REGISTRY.decode(e.type, e.data) for e in envelopes)
 
 
 @dataclass

@@ -92,11 +92,14 @@ class KpiBook:
 
     @classmethod
     def replay(cls, agreement_id: UUID, events: Iterable[EventData]) -> KpiBook:
-        book = cls(agreement_id)
+        return cls(agreement_id).catch_up(events)
+
+    def catch_up(self, events: Iterable[EventData]) -> KpiBook:
+        """Evolve by the stream's next `events`, in order; returns the book itself."""
         for event in events:
-            book.evolve(event)
-            book.version += 1
-        return book
+            self.evolve(event)
+            self.version += 1
+        return self
 
     # --- KPIs ----------------------------------------------------------------------------------
 
