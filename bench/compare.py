@@ -29,6 +29,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.report import figure_text
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = "."  # this checkout as it is
 LOWER_IS_BETTER = ("ms", "µs/request")
@@ -106,17 +108,13 @@ def print_table(rows: list[dict[str, Any]], base: str, changed: str, console: Co
         table.add_column(column, justify="left" if column == "figure" else "right")
     for row in rows:
         def cell(side: str, row: dict[str, Any] = row) -> str:
-            return f"{_number(row['median'][side])} · " + " ".join(_number(v) for v in row["runs"][side])
+            return f"{figure_text(row['median'][side])} · " + " ".join(figure_text(v) for v in row["runs"][side])
         change = "" if row["change"] is None else f"{row['change']:+.0%}"
         table.add_row(row["name"], row["unit"], cell(base), cell(changed), change,
                       f"{row['changed_won']} of {row['pairs']}",
                       f"{row['cpu_this_us'][base]:.0f} → {row['cpu_this_us'][changed]:.0f}"
                       if row["cpu_this_us"][base] else "")
     console.print(table)
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def cli() -> None:

@@ -109,8 +109,8 @@ class Results:
             verdict = "" if met is None else ("[green]met[/]" if met else "[red]missed[/]")
             target = f"{figure.target.text} {verdict}" if figure.target else ""
             name = figure.name + "".join(f"\n  [dim]{note}[/]" for note in figure.notes)
-            table.add_row(name, figure.unit, _number(figure.median),
-                          " ".join(_number(v) for v in figure.runs),
+            table.add_row(name, figure.unit, figure_text(figure.median),
+                          " ".join(figure_text(v) for v in figure.runs),
                           f"{ratio:.0%}" if ratio is not None else "", _cpu(figure), target)
         return table
 
@@ -150,7 +150,8 @@ class Results:
             path.write_text(text)
 
 
-def _number(value: float) -> str:
+def figure_text(value: float) -> str:
+    """A figure as the tables print it: thousands separated, small values with two decimals."""
     if math.isnan(value):
         return "-"
     if math.isinf(value):
