@@ -97,6 +97,8 @@ def show(
         ("accepted by", _accepted(detail)),
         ("summary", detail["summary"] or None),
         *[(part.replace("_", " "), _count(snapshot.get(part))) for part in PARTS],
+        ("status updates", f"{snapshot.get('status_updates_posted', 0)} posted,"
+                           f" {snapshot.get('status_updates_missed', 0)} missed"),
     ]))
     if detail["history"]:
         out.print(_events("Latest events", detail["history"]))
@@ -108,14 +110,19 @@ def list_history(
     agreement_id: Annotated[str, typer.Argument(help="The agreement's id.")],
     after: Annotated[int, typer.Option(help="List the events after this one (its number).", min=0)] = 0,
     limit: Annotated[int, typer.Option(help="How many events to list.", min=1, max=500)] = 100,
+    types: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only events of this type, by name (e.g. StatusUpdatePosted); repeat it for several.")] = None,
     as_json: Json = False,
 ) -> None:
     """The agreement's events in order, a page at a time (every change either side made)."""
-    page = api(ctx).get("agreements", f"/agreements/{agreement_id}/history", after=after, limit=limit)
+    page = api(ctx).get("agreements", f"/agreements/{agreement_id}/history", after=after, limit=limit, type=types)
     if as_json:
         emit_json(page)
         return
-    out.print(_events(f"Events {after + 1} to {after + len(page['items'])} of {page['total']}", page["items"]))
+    items = page["items"]
+    title = f"{', '.join(types)} events" if types else "Events"
+    span = f"{items[0]['sequence']} to {items[-1]['sequence']}" if items else "none"
+    out.print(_events(f"{title}: {span} ({page['total']} in all)", items))
     if page["next_after"] is not None:
         out.print(f"more: --after {page['next_after']}")
 

@@ -134,7 +134,7 @@ def render_markdown(agreement: Agreement, names: Mapping[UUID, str] | None = Non
         out += [f"- Status updates from the provider: {cadence}",
                 f"- Meetings: {_esc(plan.meetings) or '—'}",
                 f"- Channels: {', '.join(_esc(c) for c in plan.channels) or '—'}",
-                f"- Status updates posted: {len(a.status_updates)}; missed: {len(a.overdue_status_updates)}"]
+                f"- Status updates posted: {a.status_updates_posted}; missed: {a.status_updates_missed}"]
     else:
         out.append("_No communication plan yet._")
 

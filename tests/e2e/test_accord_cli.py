@@ -148,14 +148,21 @@ async def test_the_demo_engagement_is_visible_through_the_cli(deployment: Deploy
     latest = await deployment.accord("agreements", "show", agreement, "--history", "2", **as_client)
     last_two = [h["event_type"].split(".")[2] for h in shown["history"][-2:]]
     assert latest.code == 0 and "Latest events" in latest.stdout and all(n in latest.stdout for n in last_two)
+    assert "1 posted, 0 missed" in latest.stdout
     assert str(shown["history"][-3]["sequence"]) not in latest.stdout.split("Latest events")[1].split()
     paged = (await deployment.accord("agreements", "history", agreement, "--after", "2", "--limit", "3", "--json",
                                       **as_client)).json()
     assert [e["sequence"] for e in paged["items"]] == [3, 4, 5] and paged["next_after"] == 5
     assert paged["items"] == shown["history"][2:5] and paged["total"] == len(shown["history"])
     listed_page = await deployment.accord("agreements", "history", agreement, "--limit", "2", **as_client)
-    assert listed_page.code == 0 and f"Events 1 to 2 of {paged['total']}" in listed_page.stdout
+    assert listed_page.code == 0 and f"Events: 1 to 2 ({paged['total']} in all)" in listed_page.stdout
     assert "more: --after 2" in listed_page.stdout
+    updates = await deployment.accord("agreements", "history", agreement, "--type", "StatusUpdatePosted", **as_client)
+    [update] = (await deployment.accord("agreements", "history", agreement, "--type", "StatusUpdatePosted", "--json",
+                                        **as_client)).json()["items"]
+    assert update["data"]["summary"].startswith("Failover for the warehouse is live")
+    assert f"StatusUpdatePosted events: {update['sequence']} to {update['sequence']} (1 in all)" in updates.stdout
+    assert shown["agreement"]["status_updates_posted"] == 1
     document = await deployment.accord("agreements", "document", agreement, **as_client)
     assert document.code == 0 and "Retail analytics retainer" in document.stdout
 

@@ -187,6 +187,42 @@ async def test_the_history_comes_a_page_at_a_time_and_the_detail_can_hold_its_la
     assert refused.status_code == 422
 
 
+async def test_status_updates_are_counted_in_the_agreement_and_listed_by_type_in_its_history(
+        api: httpx.AsyncClient, client_party: Party, provider_party: Party) -> None:
+    agreement_id = await draft(api, client_party, client_party, provider_party)
+    for path, party in (("proposal", provider_party), ("acceptance", client_party), ("acceptance", provider_party)):
+        assert (await api.post(f"/agreements/{agreement_id}/{path}", headers=party.headers)).status_code == 200
+    for summary in ("first", "second", "third"):
+        posted = await api.post(f"/agreements/{agreement_id}/status-updates", headers=provider_party.headers,
+                                json={"summary": summary})
+        assert posted.status_code == 201, posted.text
+    url = f"/agreements/{agreement_id}/history"
+
+    async def updates(**params: Any) -> dict[str, Any]:
+        response = await api.get(url, headers=client_party.headers, params={"type": "StatusUpdatePosted", **params})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def all_three() -> dict[str, Any] | None:
+        first = await updates(limit=2)
+        return first if first["total"] == 3 else None
+
+    first = await eventually(all_three)
+    assert [e["data"]["summary"] for e in first["items"]] == ["first", "second"]
+    assert [e["sequence"] for e in first["items"]] == [6, 7] and first["next_after"] == 7
+    rest = await updates(after=7, limit=2)
+    assert [e["data"]["summary"] for e in rest["items"]] == ["third"] and rest["next_after"] is None
+    both = await updates(type=["StatusUpdatePosted", "AgreementProposed"], limit=10)
+    assert [e["sequence"] for e in both["items"]] == [2, 6, 7, 8] and both["total"] == 4
+    refused = await api.get(url, headers=client_party.headers, params={"type": "Gossip"})
+    assert refused.status_code == 422 and "'Gossip' is not an event of an agreement" in refused.text
+
+    detail = (await api.get(f"/agreements/{agreement_id}", headers=client_party.headers)).json()["agreement"]
+    assert (detail["status_updates_posted"], detail["last_status_update"]["summary"]) == (3, "third")
+    assert "status_updates" not in detail  # each update is in the history, not in the agreement's state
+
+
 async def test_health_readiness_and_metrics(api: httpx.AsyncClient, client_party: Party,
                                             provider_party: Party) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from contracts.agreements import AgreementAmended
+from contracts.agreements import AgreementAmended, StatusUpdateOverdue
 from services.agreements.domain import InvalidCommand, InvalidTransition, NotAParty, UnknownPart, WrongSide
 from tests.unit.agreement_builders import CLIENT, NOW, PROVIDER, STRANGER, active, drafted, policy, steps
 
@@ -166,8 +166,16 @@ def test_status_updates_and_the_overdue_clock() -> None:
     assert agreement.record_status_update_overdue(period=period, due_at=NOW + timedelta(seconds=60))
     assert agreement.status_update_period == period + 1
     assert not agreement.record_status_update_overdue(period=period, due_at=NOW)  # stale timer
+    assert (agreement.status_updates_missed, agreement.last_missed_status_update_due_at) == \
+        (1, NOW + timedelta(seconds=60))
     agreement.post_status_update(PROVIDER, update_id=uuid.uuid4(), summary="on track", now=NOW)
     assert not agreement.record_status_update_overdue(period=period + 1, due_at=NOW)  # an update came first
+    assert agreement.status_updates_posted == 1 and agreement.last_status_update is not None
+    assert agreement.last_status_update.summary == "on track"
+    assert agreement.record_status_update_overdue(period=period + 2, due_at=NOW + timedelta(seconds=120))
+    overdue = agreement.pending[-1]
+    assert isinstance(overdue, StatusUpdateOverdue) and overdue.last_update_at == NOW  # names the last update
+    assert agreement.status_updates_missed == 2
     agreement.suspend(CLIENT, "pause")
     assert agreement.status_update_cadence is None
     assert not agreement.record_status_update_overdue(period=agreement.status_update_period, due_at=NOW)

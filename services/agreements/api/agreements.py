@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AfterValidator, AwareDatetime, BaseModel
 
 from accord_runtime.identity import CurrentPrincipal
+from contracts.envelope import parse_type
 from services.agreements import handlers
 from services.agreements.api.common import context, execute, metadata, side_of_caller
 from services.agreements.commands import (
@@ -23,6 +24,7 @@ from services.agreements.commands import (
     RenewAgreement,
 )
 from services.agreements.domain import Agreement
+from services.agreements.projections import AGREEMENT_EVENTS
 from services.agreements.rendering import diff, render_markdown
 
 router = APIRouter(tags=["agreements"])
@@ -111,6 +113,21 @@ HistoryLimit = Annotated[int | None, Query(ge=0, le=10_000, description=(
     "Only the latest entries of the history, this many (0: none); without it, all of them. Page "
     "through the whole history with GET /agreements/{agreement_id}/history."))]
 _HISTORY = "SELECT sequence, event_id, event_type, actor, occurred_at, data FROM agreement_history"
+#: The names of the events an agreement's history holds (`StatusUpdatePosted`, …), for `?type=`.
+HISTORY_EVENT_NAMES = frozenset(parse_type(event_type)[1] for event_type in AGREEMENT_EVENTS)
+
+
+def _history_event_name(name: str) -> str:
+    if name not in HISTORY_EVENT_NAMES:
+        raise ValueError(f"{name!r} is not an event of an agreement (one of {', '.join(sorted(HISTORY_EVENT_NAMES))})")
+    return name
+
+
+HistoryEventNames = Annotated[list[Annotated[str, AfterValidator(_history_event_name)]] | None, Query(
+    alias="type", max_length=len(HISTORY_EVENT_NAMES), description=(
+        "Only events of these types, by name (e.g. StatusUpdatePosted); repeat it for several."))]
+# The history's entries of the types asked for (all with $2 null), by name whatever their version.
+_OF_TYPES = "agreement_id = $1 AND ($2::text[] IS NULL OR split_part(event_type, '.', 3) = ANY($2::text[]))"
 
 
 @router.get("/me", response_model=Me)
@@ -226,18 +243,19 @@ async def agreement_history(
     request: Request, agreement_id: UUID, principal: CurrentPrincipal,
     after: Annotated[int, Query(ge=0, le=2**31 - 1, description="The sequence of the last entry already read.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    types: HistoryEventNames = None,
 ) -> HistoryPage:
-    """Every event of the agreement as the parties see it, oldest first, a page at a time."""
+    """Every event of the agreement as the parties see it (or those of the types asked for), oldest
+    first, a page at a time. `total` counts the entries of those types."""
     await side_of_caller(request, principal, agreement_id)
     pool = request.app.state.pool
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = await conn.fetch(f"{_HISTORY} WHERE agreement_id = $1 AND sequence > $2 ORDER BY sequence"
-                                " LIMIT $3", agreement_id, after, limit)
-        total = await conn.fetchval("SELECT count(*) FROM agreement_history WHERE agreement_id = $1", agreement_id)
-    items = [HistoryEntry(**dict(r)) for r in rows]
-    more = len(items) == limit and items[-1].sequence < total
+        rows = await conn.fetch(f"{_HISTORY} WHERE {_OF_TYPES} AND sequence > $3 ORDER BY sequence LIMIT $4",
+                                agreement_id, types, after, limit + 1)
+        total = await conn.fetchval(f"SELECT count(*) FROM agreement_history WHERE {_OF_TYPES}", agreement_id, types)
+    items = [HistoryEntry(**dict(r)) for r in rows[:limit]]
     return HistoryPage(items=items, total=total, after=after, limit=limit,
-                       next_after=items[-1].sequence if more else None)
+                       next_after=items[-1].sequence if len(rows) > limit else None)
 
 
 async def _replayed(request: Request, principal: CurrentPrincipal, agreement_id: UUID, *,
