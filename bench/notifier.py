@@ -53,7 +53,11 @@ NOTIFICATION_HEADER = "x-accord-notification-id"
 
 
 class WebhookReceiver:
-    """A minimal HTTP/1.1 server on 127.0.0.1: answers 200 and marks each notification's query."""
+    """A minimal HTTP/1.1 server on 127.0.0.1: answers 200 and marks each notification's query.
+
+    It keeps a connection open for the next request (HTTP/1.1's default) until the client closes
+    it or asks to (``Connection: close``), as a webhook receiver behind any web server does.
+    """
 
     def __init__(self, arrivals: Arrivals) -> None:
         self.arrivals = arrivals
@@ -71,15 +75,25 @@ class WebhookReceiver:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            fields = (line.partition(":") for line in head.decode("latin-1").split("\r\n")[1:] if line)
-            headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-            body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            await writer.drain()
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return  # the client closed the connection
+                fields = (line.partition(":") for line in head.decode("latin-1").split("\r\n")[1:] if line)
+                headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+                body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
+                closing = headers.get("connection", "").lower() == "close"
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                             + (b"Connection: close\r\n\r\n" if closing else b"\r\n"))
+                await writer.drain()
+                self._received(headers.get(NOTIFICATION_HEADER, ""), body["trigger"]["query_id"])
+                if closing:
+                    return
         finally:
             writer.close()
-        notification, query = headers.get(NOTIFICATION_HEADER, ""), body["trigger"]["query_id"]
+
+    def _received(self, notification: str, query: str) -> None:
         if notification in self.notifications or query in self.arrivals.seen:
             self.duplicates += 1
         self.notifications.add(notification)
