@@ -91,6 +91,7 @@ def build_router(notifier: Notifier) -> APIRouter:
             worker.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+            await notifier.close_senders()
 
     router = APIRouter(tags=["escalations"], lifespan=deliveries)
 

@@ -22,6 +22,11 @@ class Notifier:
     poll_seconds: float = 1.0
     source: str = SOURCE
 
+    async def close_senders(self) -> None:
+        """Close the senders' connections (the delivery worker has stopped)."""
+        for sender in {id(sender): sender for sender in self.senders.values()}.values():  # one sender, many channels
+            await sender.close()
+
     def ack_url(self, escalation_id: UUID, recipient: str) -> str | None:
         """The signed acknowledge link for one recipient, or None without a signing key."""
         if self.ack_signer is None:

@@ -2,9 +2,15 @@
 
 Each sender takes one claimed delivery and either returns (delivered) or raises `DeliveryError`.
 Sending never happens inside a database transaction: the worker claims rows, commits, sends, and
-records the outcome in a new transaction. HTTP and SMTP use the standard library in a worker thread
-(with timeouts), which keeps the service free of client dependencies; HTTP ignores proxy variables
-and does not follow redirects, so a delivery goes exactly where the rules say.
+records the outcome in a new transaction.
+
+Webhooks go through one aiohttp client session per sender, which keeps connections to each
+receiver open between deliveries (HTTP keep-alive) and sends a batch's deliveries concurrently on
+the event loop; it ignores proxy variables and does not follow redirects, so a delivery goes
+exactly where the rules say. aiohttp rather than httpx (which the command line uses) or urllib in
+threads: per request it took 56 µs of CPU here, urllib 370 and httpx's async client 1,530
+(bench/README.md, seventh session). Email uses the standard library's SMTP client in a worker
+thread (with timeouts).
 """
 
 from __future__ import annotations
@@ -13,12 +19,12 @@ import asyncio
 import json
 import smtplib
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol
 from uuid import UUID
+
+import aiohttp
 
 from services.notifier.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_body
 
@@ -48,6 +54,9 @@ class Delivery:
 class Sender(Protocol):
     async def send(self, delivery: Delivery) -> None: ...
 
+    async def close(self) -> None:
+        """Let go of what the sender keeps between deliveries (open connections)."""
+
 
 def summary(message: dict[str, Any]) -> str:
     """The plain-text body every channel shares."""
@@ -62,30 +71,25 @@ def summary(message: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a 3xx is an error, not a new destination
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
-
-
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) only
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except (urllib.error.URLError, OSError) as error:
-        raise DeliveryError(f"{type(error).__name__}: {getattr(error, 'reason', error)}") from None
-
-
 class WebhookSender:
     """POSTs the notification as JSON (or in Slack's incoming-webhook format), signed with HMAC-SHA256."""
 
     def __init__(self, urls: dict[str, str], secret: bytes, timeout: float) -> None:
         self._urls, self._secret, self._timeout = urls, secret, timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The session, made on first use in the running event loop (its connections belong to it)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout), trust_env=False,
+                headers={"User-Agent": "accord-notifier"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     def body(self, delivery: Delivery) -> bytes:
         message = delivery.message
@@ -107,12 +111,16 @@ class WebhookSender:
             raise DeliveryError(f"no webhook named {delivery.target!r} in the rules")
         body = self.body(delivery)
         timestamp = int(time.time())
-        headers = {"Content-Type": "application/json", "User-Agent": "accord-notifier",
+        headers = {"Content-Type": "application/json",
                    SIGNATURE_HEADER: sign_body(self._secret, body, timestamp), TIMESTAMP_HEADER: str(timestamp),
                    "X-Accord-Notification-Id": str(delivery.notification_id)}
-        status = await asyncio.to_thread(_post, url, body, headers, self._timeout)
-        if not 200 <= status < 300:
-            raise DeliveryError(f"webhook {delivery.target!r} answered HTTP {status}")
+        try:
+            async with self._client().post(url, data=body, headers=headers, allow_redirects=False) as response:
+                await response.read()  # the whole reply, so that the connection serves the next delivery
+        except (aiohttp.ClientError, TimeoutError) as error:  # refused, reset, timed out, not HTTP
+            raise DeliveryError(f"webhook {delivery.target!r}: {type(error).__name__}: {error}") from None
+        if not 200 <= response.status < 300:  # a redirect too: a delivery goes where the rules say or nowhere
+            raise DeliveryError(f"webhook {delivery.target!r} answered HTTP {response.status}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,9 @@ class EmailSender:
             if config.username and config.password:
                 smtp.login(config.username, config.password)
             smtp.send_message(email)
+
+    async def close(self) -> None:
+        """Nothing kept: each delivery opens its own SMTP session."""
 
     async def send(self, delivery: Delivery) -> None:
         try:

@@ -61,6 +61,9 @@ class Recorder:
         self.sent.append((delivery.target, datetime.now(UTC)))
         self.notifications.append(delivery.notification_id)
 
+    async def close(self) -> None:
+        """Nothing kept between sends."""
+
 
 def rules(*, rate: tuple[int, float] = (20, 3600), quiet: dict[str, Any] | None = None) -> RuleSet:
     level = {"targets": [{"side": "provider", "matrix_level": 1}], "channels": ["email", "webhook:ops"]}

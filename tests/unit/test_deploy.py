@@ -8,7 +8,9 @@ Each check names the file to fix when it fails.
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib.metadata
 import json
 import re
 import shlex
@@ -25,6 +27,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from accord_runtime.settings import ServiceSettings
 from services.agreements.main import AgreementsSettings
@@ -198,6 +202,51 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads(PYPROJECT.read_text())
 
 
+#: The packages the image installs (pyproject [tool.setuptools.packages.find]).
+SHIPPED = ("accord_runtime", "business_time", "contracts", "services", "accord_cli")
+
+
+def imported_modules() -> dict[str, set[str]]:
+    """The top-level modules the shipped packages import, other than their own and the standard
+    library's → the files that import them."""
+    found: dict[str, set[str]] = {}
+    for package in SHIPPED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {name.partition(".")[0] for name in names} - set(SHIPPED) - sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def runtime_distributions() -> set[str]:
+    """The distributions `pip install .` brings: pyproject's dependencies and, as installed here,
+    theirs (with the extras asked for), without the dev extra."""
+    wanted = [Requirement(line) for line in pyproject()["project"]["dependencies"]]
+    seen: set[str] = set()
+    while wanted:
+        requirement = wanted.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.distribution(requirement.name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed here (another platform's): nothing of it can be imported here either
+        for line in requires:
+            needed = Requirement(line)
+            extras = requirement.extras or {""}
+            if needed.marker is None or any(needed.marker.evaluate({"extra": extra}) for extra in extras):
+                wanted.append(needed)
+    return seen
+
+
 def console_scripts() -> dict[str, str]:
     scripts: dict[str, str] = pyproject()["project"].get("scripts", {})
     return scripts
@@ -309,6 +358,16 @@ def test_parity_check_catches_an_unknown_or_invalid_setting() -> None:
     assert settings_errors("probe", {f"{ENV_PREFIX}DATABASE_URLS": "x"})
     assert settings_errors("probe", {f"{ENV_PREFIX}LOG_LEVEL": "LOUD"})
     assert settings_errors("probe", {f"{ENV_PREFIX}LOG_LEVEL": "DEBUG", "OTHER": "ignored"}) == []
+
+
+def test_the_runtime_dependencies_provide_every_module_the_image_imports() -> None:
+    """Every import of the shipped packages is met by pyproject's dependencies, not by the dev extra
+    only: the image installs `pip install .` (the `accord` command once needed httpx from dev)."""
+    providers = importlib.metadata.packages_distributions()
+    runtime = runtime_distributions()
+    missing = {module: sorted(files) for module, files in imported_modules().items()
+               if not {canonicalize_name(d) for d in providers.get(module, [])} & runtime}
+    assert missing == {}, f"add to pyproject [project] dependencies what provides: {missing}"
 
 
 def test_image_environment_is_service_settings() -> None:
