@@ -1,18 +1,21 @@
 """The delivery outbox: notifications queued with the level that calls for them, sent by a worker.
 
-A level's notifications are rows written in the level's transaction. The `DeliveryWorker` claims a
-batch of due rows with ``FOR UPDATE SKIP LOCKED`` (quiet hours and the per-target rate limit defer a
-row instead of claiming it; the batch is rated as if claimed row by row), commits the claim, sends the
-batch concurrently outside any transaction, then records the outcomes — sent, or retried after an
-exponential backoff with jitter, or after the last attempt failed: a dead-letter row and
-``NotificationFailed`` — those of the sends that ended together in one transaction. A claim carries a
-lease: rows of a worker that died mid-send are claimed again once it runs out, so delivery is at least
-once (receivers get a notification id to dedupe by).
+A level's notifications are rows written in the level's transaction. The `DeliveryWorker` claims
+due rows with ``FOR UPDATE SKIP LOCKED`` (quiet hours and the per-target rate limit defer a row
+instead of claiming it; a claim is rated as if its rows were claimed one by one), commits the claim,
+sends them concurrently outside any transaction, then records the outcomes — sent, or retried after
+an exponential backoff with jitter, or after the last attempt failed: a dead-letter row and
+``NotificationFailed`` — those of the sends that ended together in one transaction. Up to
+`batch_size` sends are in flight; the worker claims more as soon as one ends, so a receiver that
+takes its time (up to the delivery timeout) holds up only its own notifications, not the next
+ones due. A claim carries a lease: rows of a worker that died mid-send are claimed again once it
+runs out, so delivery is at least once (receivers get a notification id to dedupe by).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -26,7 +29,7 @@ import asyncpg
 import structlog
 
 from accord_runtime.eventstore import EventStore, Metadata, retry_on_conflict
-from accord_runtime.postgres import transaction
+from accord_runtime.postgres import TRANSIENT_ERRORS, transaction
 from accord_runtime.timers import DueWorker
 from contracts import REGISTRY
 from contracts.notifier import NotificationFailed, NotificationSent, Responsible
@@ -142,24 +145,42 @@ class _Outcome:
 
 
 class DeliveryWorker(DueWorker):
-    """Claims due notifications a batch at a time, sends a batch concurrently and records outcomes as
-    they come in; every step is one transaction for many rows, not one per row."""
+    """Claims due notifications, sends up to `batch_size` at once and records outcomes as they come
+    in; every step is one transaction for many rows, not one per row."""
 
     _what = "delivery worker"
 
-    def __init__(self, pool: asyncpg.Pool, store: EventStore, notifier: Notifier, *, batch_size: int = 20) -> None:
+    def __init__(self, pool: asyncpg.Pool, store: EventStore, notifier: Notifier, *, batch_size: int = 20,
+                 finish_seconds: float = 5.0) -> None:
         super().__init__(max_sleep=notifier.poll_seconds)
         self._pool, self._store, self._notifier = pool, store, notifier
-        self._batch_size = batch_size  # also the bound on concurrent sends
+        self._batch_size = batch_size  # the most rows claimed at once, and sends in flight
+        self._finish_seconds = finish_seconds  # how long a stopping worker lets its sends end
+        self._sending: set[asyncio.Task[_Outcome]] = set()
+        self._ended: list[_Outcome] = []  # outcomes not recorded yet
         self._gauge_at = 0.0
 
+    async def run(self) -> None:
+        """The loop; once stopped, let the sends in flight end (for a while) and record them."""
+        try:
+            await super().run()
+        finally:
+            await self._finish()
+
     async def drain(self) -> int:
-        """One batch (the loop looks again after it): how many rows were claimed or deferred."""
-        claimed, deferred = await self.claim()
-        await self._send(claimed)
-        return len(claimed) + deferred
+        """Record the sends that ended, then claim as many due rows as sends may start, and start them:
+        how many rows were recorded, claimed or deferred. With every send slot taken (0), the loop
+        waits for a wake-up, which each send that ends gives."""
+        recorded = await self._record_ended()
+        if self._stopping.is_set():
+            return recorded
+        claimed, deferred = await self.claim(self._batch_size - len(self._sending))
+        self._start(claimed)
+        return recorded + len(claimed) + deferred
 
     async def next_due(self) -> datetime | None:
+        if self._ended:
+            return datetime.now(UTC)  # outcomes to record
         await self._refresh_gauge()  # every turn of the loop looks here; the gauge itself is refreshed every 5 s
         due: datetime | None = await self._pool.fetchval(
             "SELECT min(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_until END) FROM deliveries"
@@ -167,31 +188,56 @@ class DeliveryWorker(DueWorker):
         return due
 
     async def deliver_due(self) -> int:
-        """Claim a batch of due notifications and send them concurrently, recording the outcomes of the
-        sends that ended together in one transaction; how many were claimed."""
-        claimed, _ = await self.claim()
-        await self._send(claimed)
+        """Claim a batch of due notifications and send them, recording the outcomes of the sends that
+        ended together in one transaction, until every send ended; how many were claimed."""
+        claimed, _ = await self.claim(self._batch_size)
+        self._start(claimed)
+        while self._sending:
+            await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
+            await self._record_ended()
+        await self._record_ended()
         return len(claimed)
 
-    async def _send(self, claimed: list[Delivery]) -> None:
-        sending = {asyncio.ensure_future(self._attempt(delivery)) for delivery in claimed}
-        try:
-            while sending:
-                ended, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-                await self._record([task.result() for task in ended])
-        finally:
-            for task in sending:  # recording failed (or the worker is cancelled): leases bring these back
-                task.cancel()
-            await asyncio.gather(*sending, return_exceptions=True)
+    def _start(self, claimed: list[Delivery]) -> None:
+        for delivery in claimed:
+            task = asyncio.ensure_future(self._attempt(delivery))
+            self._sending.add(task)
+            task.add_done_callback(self._ended_one)
 
-    async def claim(self) -> tuple[list[Delivery], int]:
-        """Claim up to a batch of due rows in one transaction; rows in quiet hours or over their
+    def _ended_one(self, task: asyncio.Task[_Outcome]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled():  # cancelled only when stopping: its lease brings the row back
+            self._ended.append(task.result())  # `_attempt` returns every error as an outcome
+            self.wake()
+
+    async def _record_ended(self) -> int:
+        """Record the outcomes of the sends that ended (kept for the next try if recording fails)."""
+        if not self._ended:
+            return 0
+        ended = list(self._ended)
+        await self._record(ended)
+        del self._ended[:len(ended)]  # others may have ended meanwhile
+        return len(ended)
+
+    async def _finish(self) -> None:
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=self._finish_seconds)
+        for task in list(self._sending):  # still going: their leases bring them back
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        with contextlib.suppress(*TRANSIENT_ERRORS):  # not recorded: sent again once their leases run out
+            await self._record_ended()
+
+    async def claim(self, limit: int) -> tuple[list[Delivery], int]:
+        """Claim up to `limit` due rows in one transaction; rows in quiet hours or over their
         target's rate limit are deferred instead. The claimed rows, and how many were deferred."""
+        if limit <= 0:
+            return [], 0
         rules = self._notifier.rules
         lease = timedelta(seconds=rules.delivery.timeout_seconds * 3 + 5)
         async with transaction(self._pool) as conn:
             now = datetime.now(UTC)
-            rows = await conn.fetch(_CANDIDATES, self._batch_size,
+            rows = await conn.fetch(_CANDIDATES, limit,
                                     now - timedelta(seconds=rules.defaults.rate_limit.per_seconds),
                                     rules.defaults.rate_limit.max)
             if not rows:

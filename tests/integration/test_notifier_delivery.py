@@ -243,10 +243,52 @@ async def test_deferring_a_batch_counts_as_work_so_the_worker_moves_on_to_the_ro
     delivery: Worker,
 ) -> None:
     delivery.use(rules(rate=(1, 3600)))
+    delivery.email.held.add(ANN.email)  # ann's send stays in flight through both looks
     await delivery.emails([ANN] * 25 + [BO])
     assert await delivery.worker.drain() == 20  # one claimed, nineteen deferred: the loop looks again at once
-    assert await delivery.worker.drain() == 6  # the other five deferred, and bo's sent
+    assert await delivery.worker.drain() == 6  # the other five deferred, and bo's claimed
+    delivery.email.release.set()
+    assert await delivery.worker.deliver_due() == 0  # nothing more is due; the sends in flight end, recorded
     assert sorted(target for target, _ in delivery.email.sent) == [ANN.email, BO.email]
+    assert {row["status"] for row in await delivery.rows(BO.email)} == {"sent"}
+
+
+async def test_a_receiver_that_takes_its_time_holds_up_only_its_own_notifications(delivery: Worker) -> None:
+    delivery.use(rules())
+    delivery.email.held.add(DOWN.email)  # down's send hangs until released
+    await delivery.emails([DOWN])
+    task = asyncio.create_task(delivery.worker.run())
+    try:
+        await eventually(lambda: delivery.pool.fetchval(
+            "SELECT status = 'sending' FROM deliveries WHERE target = $1", DOWN.email), timeout=5)
+        await delivery.emails([ANN, BO])  # due while down's send is in flight
+        delivery.worker.wake()
+        await eventually(lambda: delivery.pool.fetchval(
+            "SELECT count(*) = 2 FROM deliveries WHERE status = 'sent'"), timeout=5)
+        assert [row["status"] for row in await delivery.rows(DOWN.email)] == ["sending"]
+    finally:
+        delivery.email.release.set()
+    await eventually(lambda: delivery.pool.fetchval(
+        "SELECT status = 'sent' FROM deliveries WHERE target = $1", DOWN.email), timeout=5)
+    delivery.worker.stop()
+    await asyncio.wait_for(task, 5)
+    sent = [o for o in await _outcomes(delivery.pool) if isinstance(o, NotificationSent)]
+    assert sorted(o.target for o in sent) == sorted([DOWN.email, ANN.email, BO.email])
+
+
+async def test_a_stopping_worker_lets_its_sends_end_and_records_them(delivery: Worker) -> None:
+    delivery.use(rules())
+    delivery.email.held.add(DOWN.email)
+    await delivery.emails([DOWN])
+    task = asyncio.create_task(delivery.worker.run())
+    await eventually(lambda: delivery.pool.fetchval(
+        "SELECT status = 'sending' FROM deliveries WHERE target = $1", DOWN.email), timeout=5)
+    delivery.worker.stop()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # waiting for the send in flight
+    delivery.email.release.set()
+    await asyncio.wait_for(task, 5)
+    assert [row["status"] for row in await delivery.rows(DOWN.email)] == ["sent"]
 
 
 async def test_two_workers_sending_batches_concurrently_send_each_notification_once(
