@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import AfterValidator, AwareDatetime, BaseModel
+from pydantic import AfterValidator, AwareDatetime, BaseModel, WithJsonSchema
 
 from accord_runtime.identity import CurrentPrincipal
 from contracts.envelope import parse_type
@@ -123,7 +123,9 @@ def _history_event_name(name: str) -> str:
     return name
 
 
-HistoryEventNames = Annotated[list[Annotated[str, AfterValidator(_history_event_name)]] | None, Query(
+HistoryEventName = Annotated[str, AfterValidator(_history_event_name),
+                             WithJsonSchema({"type": "string", "enum": sorted(HISTORY_EVENT_NAMES)})]
+HistoryEventNames = Annotated[list[HistoryEventName] | None, Query(
     alias="type", max_length=len(HISTORY_EVENT_NAMES), description=(
         "Only events of these types, by name (e.g. StatusUpdatePosted); repeat it for several."))]
 # The history's entries of the types asked for (all with $2 null), by name whatever their version.
