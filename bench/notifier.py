@@ -14,6 +14,10 @@ so each starts a chain) are published straight to the exchange, persistent and c
 figure is the webhooks delivered over the time from the first publish to the last delivery
 (closed loop). A webhook counts as delivered when the receiver has read its request; a second
 request for the same notification or the same query is a duplicate (noted, and not counted).
+
+Twice: with a receiver that answers at once (what the notifier's own work allows), and with one
+that takes 100 ms to answer each request, as a receiver across a network and behind its own work
+does (what the notifier's concurrency allows).
 """
 
 from __future__ import annotations
@@ -59,8 +63,9 @@ class WebhookReceiver:
     it or asks to (``Connection: close``), as a webhook receiver behind any web server does.
     """
 
-    def __init__(self, arrivals: Arrivals) -> None:
+    def __init__(self, arrivals: Arrivals, delay: float = 0.0) -> None:
         self.arrivals = arrivals
+        self.delay = delay  # seconds before each answer
         self.notifications: set[str] = set()
         self.duplicates = 0
         self.port = 0
@@ -84,6 +89,8 @@ class WebhookReceiver:
                 headers = {name.strip().lower(): value.strip() for name, _, value in fields}
                 body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
                 closing = headers.get("connection", "").lower() == "close"
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
                              + (b"Connection: close\r\n\r\n" if closing else b"\r\n"))
                 await writer.drain()
@@ -186,9 +193,9 @@ class Run:
 
 
 async def _run(config: BenchConfig, url: str, exchange: AbstractExchange, schema: str, queue_prefix: str,
-               size: int) -> Run:
+               size: int, delay: float) -> Run:
     arrivals = Arrivals()
-    receiver = WebhookReceiver(arrivals)
+    receiver = WebhookReceiver(arrivals, delay)
     with tempfile.TemporaryDirectory(prefix="accord-bench-") as folder:
         async with receiver.listening() as hook_url:
             rules_path = Path(folder) / "rules.yaml"
@@ -209,9 +216,16 @@ async def _run(config: BenchConfig, url: str, exchange: AbstractExchange, schema
     return Run(delivered, seconds, cpu, missing, receiver.duplicates)
 
 
-async def notifier_throughput(config: BenchConfig) -> Figure:
+SLOW_RECEIVER = 0.1  # seconds the second receiver takes to answer
+
+
+async def notifier_throughput(config: BenchConfig) -> list[Figure]:
     size = min(round(RATE * config.window), MAX_OPERATIONS)
-    figure = Figure("notifier_webhooks", f"(h) events → delivered webhooks, bursts of {size}", "webhooks/s")
+    figures = {
+        0.0: Figure("notifier_webhooks", f"(h) events → delivered webhooks, bursts of {size}", "webhooks/s"),
+        SLOW_RECEIVER: Figure("notifier_webhooks_slow_receiver",
+                              f"(h) the same, the receiver taking {SLOW_RECEIVER * 1000:.0f} ms to answer",
+                              "webhooks/s")}
     exchange_name = config.exchange_name("notifier")
     connection = await aio_pika.connect(config.amqp_url)
     try:
@@ -219,16 +233,17 @@ async def notifier_throughput(config: BenchConfig) -> Figure:
         exchange = await declare_exchange(channel, exchange_name)
         async with throwaway_database(config) as url:
             for number in range(config.runs):
-                run = await _run(config, url, exchange, f"notifier_{number}",
-                                 f"bench.{config.run_id}.{number}", size)
-                figure.add_run(run.delivered / run.seconds, run.cpu)
-                if run.missing:
-                    figure.notes.append(f"run {number + 1}: {run.missing} of {size} not delivered in"
-                                        f" {config.drain_timeout:.0f} s")
-                if run.duplicates:
-                    figure.notes.append(f"run {number + 1}: {run.duplicates} duplicate deliveries")
+                for n, (delay, figure) in enumerate(figures.items()):
+                    run = await _run(config, url, exchange, f"notifier_{number}_{n}",
+                                     f"bench.{config.run_id}.{number}.{n}", size, delay)
+                    figure.add_run(run.delivered / run.seconds, run.cpu)
+                    if run.missing:
+                        figure.notes.append(f"run {number + 1}: {run.missing} of {size} not delivered in"
+                                            f" {config.drain_timeout:.0f} s")
+                    if run.duplicates:
+                        figure.notes.append(f"run {number + 1}: {run.duplicates} duplicate deliveries")
     finally:
         channel = await connection.channel()
         await channel.exchange_delete(exchange_name)
         await connection.close()
-    return figure
+    return list(figures.values())
