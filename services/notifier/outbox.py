@@ -5,11 +5,12 @@ due rows with ``FOR UPDATE SKIP LOCKED`` (quiet hours and the per-target rate li
 instead of claiming it; a claim is rated as if its rows were claimed one by one), commits the claim,
 sends them concurrently outside any transaction, then records the outcomes — sent, or retried after
 an exponential backoff with jitter, or after the last attempt failed: a dead-letter row and
-``NotificationFailed`` — those of the sends that ended together in one transaction. Up to
-`batch_size` sends are in flight; the worker claims more as soon as one ends, so a receiver that
-takes its time (up to the delivery timeout) holds up only its own notifications, not the next
-ones due. A claim carries a lease: rows of a worker that died mid-send are claimed again once it
-runs out, so delivery is at least once (receivers get a notification id to dedupe by).
+``NotificationFailed`` — those of the sends that ended together in one transaction. Up to the
+rules' ``delivery.in_flight`` sends (20) are in flight; the worker claims more as soon as one ends,
+so a receiver that takes its time (up to the delivery timeout) holds up only its own
+notifications, not the next ones due. A claim carries a lease: rows of a worker that died
+mid-send are claimed again once it runs out, so delivery is at least once (receivers get a
+notification id to dedupe by).
 """
 
 from __future__ import annotations
@@ -145,16 +146,16 @@ class _Outcome:
 
 
 class DeliveryWorker(DueWorker):
-    """Claims due notifications, sends up to `batch_size` at once and records outcomes as they come
-    in; every step is one transaction for many rows, not one per row."""
+    """Claims due notifications, sends up to the rules' ``delivery.in_flight`` at once and records
+    outcomes as they come in; every step is one transaction for many rows, not one per row."""
 
     _what = "delivery worker"
 
-    def __init__(self, pool: asyncpg.Pool, store: EventStore, notifier: Notifier, *, batch_size: int = 20,
+    def __init__(self, pool: asyncpg.Pool, store: EventStore, notifier: Notifier, *,
                  finish_seconds: float = 5.0) -> None:
         super().__init__(max_sleep=notifier.poll_seconds)
         self._pool, self._store, self._notifier = pool, store, notifier
-        self._batch_size = batch_size  # the most rows claimed at once, and sends in flight
+        self._in_flight = notifier.rules.delivery.in_flight  # the most sends at once, and rows claimed at once
         self._finish_seconds = finish_seconds  # how long a stopping worker lets its sends end
         self._sending: set[asyncio.Task[_Outcome]] = set()
         self._ended: list[_Outcome] = []  # outcomes not recorded yet
@@ -174,7 +175,7 @@ class DeliveryWorker(DueWorker):
         recorded = await self._record_ended()
         if self._stopping.is_set():
             return recorded
-        claimed, deferred = await self.claim(self._batch_size - len(self._sending))
+        claimed, deferred = await self.claim(self._in_flight - len(self._sending))
         self._start(claimed)
         return recorded + len(claimed) + deferred
 
@@ -190,7 +191,7 @@ class DeliveryWorker(DueWorker):
     async def deliver_due(self) -> int:
         """Claim a batch of due notifications and send them, recording the outcomes of the sends that
         ended together in one transaction, until every send ended; how many were claimed."""
-        claimed, _ = await self.claim(self._batch_size)
+        claimed, _ = await self.claim(self._in_flight)
         self._start(claimed)
         while self._sending:
             await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)

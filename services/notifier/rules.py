@@ -175,6 +175,9 @@ class DeliveryPolicy(_Model):
     backoff_cap_seconds: float = Field(default=300.0, gt=0)
     jitter: float = Field(default=0.2, ge=0, le=1, description="Up to this fraction of each wait is random.")
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    in_flight: int = Field(default=20, ge=1, le=500, description=(
+        "Deliveries sent at once, at most: with receivers that take a while to answer, this over the"
+        " time they take bounds the deliveries per second."))
 
 
 class RuleSet(_Model):

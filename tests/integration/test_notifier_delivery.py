@@ -65,13 +65,14 @@ class Recorder:
         """Nothing kept between sends."""
 
 
-def rules(*, rate: tuple[int, float] = (20, 3600), quiet: dict[str, Any] | None = None) -> RuleSet:
+def rules(*, rate: tuple[int, float] = (20, 3600), quiet: dict[str, Any] | None = None,
+          in_flight: int = 20) -> RuleSet:
     level = {"targets": [{"side": "provider", "matrix_level": 1}], "channels": ["email", "webhook:ops"]}
     return parse_rules({
         "defaults": {"rate_limit": {"max": rate[0], "per_seconds": rate[1]},
                      **({"quiet_hours": quiet} if quiet else {})},
         "delivery": {"max_attempts": 2, "backoff_base_seconds": 0.05, "backoff_cap_seconds": 0.1, "jitter": 0,
-                     "timeout_seconds": 1},
+                     "timeout_seconds": 1, "in_flight": in_flight},
         "webhooks": {"ops": {"url": "http://127.0.0.1:9/hooks/ops"}},  # never called: the senders are fakes
         "rules": [
             {"name": "routine", "event": "kpi.KPIBreached", "matter": "kpi:{kpi_id}:breach", "levels": [level]},
@@ -294,7 +295,7 @@ async def test_a_stopping_worker_lets_its_sends_end_and_records_them(delivery: W
 async def test_two_workers_sending_batches_concurrently_send_each_notification_once(
     delivery: Worker, database_url: str, schema: str,
 ) -> None:
-    delivery.use(rules(rate=(1000, 3600)))
+    delivery.use(rules(rate=(1000, 3600), in_flight=7))
     people = [person(f"p{n}") for n in range(60)]
     for n in range(0, 60, 2):
         await delivery.escalate("routine", people[n:n + 2], ["email", "webhook:ops"])  # 90 notifications
@@ -302,8 +303,8 @@ async def test_two_workers_sending_batches_concurrently_send_each_notification_o
                                       init=lambda conn: conn.set_type_codec(
                                           "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"))
     assert other is not None
-    replica = DeliveryWorker(other, EventStore(other, source="/accord/notifier"), delivery.notifier, batch_size=7)
-    workers = [DeliveryWorker(delivery.pool, delivery.store, delivery.notifier, batch_size=7), replica]
+    replica = DeliveryWorker(other, EventStore(other, source="/accord/notifier"), delivery.notifier)
+    workers = [DeliveryWorker(delivery.pool, delivery.store, delivery.notifier), replica]
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
         await eventually(lambda: delivery.pool.fetchval(
@@ -350,3 +351,15 @@ async def _outcomes(pool: asyncpg.Pool) -> list[Any]:
                             " ORDER BY global_position",
                             [NotificationSent.event_type(), NotificationFailed.event_type()])
     return [EVENTS.decode(row["event_type"], row["data"]) for row in rows]
+
+
+async def test_the_rules_bound_the_sends_in_flight(delivery: Worker) -> None:
+    delivery.use(rules(rate=(1000, 3600), in_flight=3))
+    delivery.email.held.update(p.email for p in (ANN, BO, DOWN))
+    await delivery.emails([ANN, BO, DOWN, person("eve")])
+    assert await delivery.worker.drain() == 3  # three sends start and hang
+    assert await delivery.worker.drain() == 0  # no room: eve waits, unclaimed
+    assert [row["status"] for row in await delivery.rows("eve@provider.test")] == ["pending"]
+    delivery.email.release.set()
+    assert await delivery.worker.deliver_due() == 1  # eve once there is room; every send recorded
+    assert await delivery.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 4
