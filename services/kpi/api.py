@@ -8,18 +8,20 @@ reports; only the client acknowledges them (the domain says so with a 403 and a 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import CurrentPrincipal, Principal
 from accord_runtime.parties import Side, side_of
+from contracts.kpi import Direction, KpiSource, KpiStatus, ReportedKpi
 from services.kpi import handlers
 from services.kpi.commands import AcknowledgeReport, Created, DefineKpi, PublishReport, ReportKpiValue, SetHealthWeights
 from services.kpi.evaluation import load_book, relationship, store_on
+from services.kpi.relationship import RelationshipKpis
 
 router = APIRouter(prefix="/agreements/{agreement_id}", tags=["kpi"])
 Since = Annotated[datetime | None, Query(alias="from", description="Period start (inclusive).")]
@@ -43,6 +45,68 @@ def _period(since: datetime | None, until: datetime | None) -> None:
         raise HTTPException(422, "to must be after from")
 
 
+# --- what the reads return -------------------------------------------------------------------------
+
+class Kpi(BaseModel):
+    """A KPI as defined, with its latest value and status (None before the first value)."""
+
+    kpi_id: UUID
+    agreement_id: UUID
+    name: str
+    description: str
+    unit: str
+    direction: Direction
+    target: float
+    warning_threshold: float
+    breach_threshold: float
+    cadence_seconds: int
+    source: KpiSource
+    metric: str | None
+    defined_by_side: Side | None  # None when Accord defined it
+    defined_at: datetime
+    status: KpiStatus | None
+    last_value: float | None
+    last_reported_at: datetime | None
+    overdue_periods: int
+
+
+class KpiValue(BaseModel):
+    value: float
+    status: KpiStatus
+    period_start: datetime
+    period_end: datetime
+    evidence: str
+    notes: str
+    reported_by_side: Side | None  # None when Accord computed it
+    reported_at: datetime
+
+
+class ReportKpi(ReportedKpi):
+    """A KPI of a report as the read model keeps it: the event's, read back from JSON (ids as text)."""
+
+    model_config = ConfigDict(strict=False)
+
+
+class Report(BaseModel):
+    """A published period report and where its review stands."""
+
+    report_id: UUID
+    agreement_id: UUID
+    title: str
+    period_start: datetime
+    period_end: datetime
+    narrative: str
+    kpis: list[ReportKpi]
+    published_at: datetime
+    review_due_at: datetime
+    state: Literal["awaiting_review", "review_overdue", "acknowledged"]
+    acknowledged_at: datetime | None
+    delay_seconds: int | None
+    late: bool | None
+    comments: str | None
+    questions: list[str] | None
+
+
 # --- KPIs ------------------------------------------------------------------------------------------
 
 @router.post("/kpis", status_code=status.HTTP_201_CREATED, response_model=Created)
@@ -51,13 +115,13 @@ async def define_kpi(request: Request, agreement_id: UUID, body: DefineKpi, prin
     return await handlers.define_kpi(_context(request), agreement_id, side, body, meta)
 
 
-@router.get("/kpis")
-async def kpis(request: Request, agreement_id: UUID, principal: CurrentPrincipal) -> list[dict[str, Any]]:
+@router.get("/kpis", response_model=list[Kpi])
+async def kpis(request: Request, agreement_id: UUID, principal: CurrentPrincipal) -> list[Kpi]:
     """The agreement's KPIs with their latest value and status."""
     await _caller(request, principal, agreement_id)
     rows = await request.app.state.pool.fetch(
         "SELECT * FROM kpi_definitions WHERE agreement_id = $1 ORDER BY defined_at, name", agreement_id)
-    return [dict(r) for r in rows]
+    return [Kpi(**r) for r in rows]
 
 
 @router.post("/kpis/{kpi_id}/values", status_code=status.HTTP_201_CREATED, response_model=Created)
@@ -67,9 +131,9 @@ async def report_value(request: Request, agreement_id: UUID, kpi_id: UUID, body:
     return await handlers.report_value(_context(request), agreement_id, kpi_id, side, body, meta)
 
 
-@router.get("/kpis/{kpi_id}/series")
+@router.get("/kpis/{kpi_id}/series", response_model=list[KpiValue])
 async def series(request: Request, agreement_id: UUID, kpi_id: UUID, principal: CurrentPrincipal,
-                 since: Since = None, until: Until = None) -> list[dict[str, Any]]:
+                 since: Since = None, until: Until = None) -> list[KpiValue]:
     """The KPI's values whose periods end within [from, to), oldest first."""
     await _caller(request, principal, agreement_id)
     _period(since, until)
@@ -78,7 +142,7 @@ async def series(request: Request, agreement_id: UUID, kpi_id: UUID, principal: 
         " FROM kpi_values WHERE kpi_id = $1 AND agreement_id = $2"
         " AND ($3::timestamptz IS NULL OR period_end >= $3) AND ($4::timestamptz IS NULL OR period_end < $4)"
         " ORDER BY period_end, reported_at", kpi_id, agreement_id, since, until)
-    return [dict(r) for r in rows]
+    return [KpiValue(**r) for r in rows]
 
 
 # --- reports ---------------------------------------------------------------------------------------
@@ -97,26 +161,26 @@ async def acknowledge_report(request: Request, agreement_id: UUID, report_id: UU
     return await handlers.acknowledge_report(_context(request), agreement_id, report_id, side, body, meta)
 
 
-@router.get("/reports")
-async def reports(request: Request, agreement_id: UUID, principal: CurrentPrincipal) -> list[dict[str, Any]]:
+@router.get("/reports", response_model=list[Report])
+async def reports(request: Request, agreement_id: UUID, principal: CurrentPrincipal) -> list[Report]:
     """Published reports, newest first, with their acknowledgement state."""
     await _caller(request, principal, agreement_id)
     rows = await request.app.state.pool.fetch(
         "SELECT * FROM kpi_reports WHERE agreement_id = $1 ORDER BY published_at DESC", agreement_id)
-    return [dict(r) for r in rows]
+    return [Report(**r) for r in rows]
 
 
 # --- relationship KPIs and health ------------------------------------------------------------------
 
-@router.get("/relationship-kpis")
+@router.get("/relationship-kpis", response_model=RelationshipKpis)
 async def relationship_kpis(request: Request, agreement_id: UUID, principal: CurrentPrincipal,
-                            since: Since = None, until: Until = None) -> dict[str, Any]:
+                            since: Since = None, until: Until = None) -> RelationshipKpis:
     """Per side, now — or for the past period [from, to), recomputed from the events."""
     await _caller(request, principal, agreement_id)
     _period(since, until)
     async with request.app.state.pool.acquire() as conn:
         book = await load_book(store_on(conn), agreement_id)
-        return (await relationship(conn, book, since, until)).as_dict()
+        return await relationship(conn, book, since, until)
 
 
 class Health(BaseModel):

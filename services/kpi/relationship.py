@@ -22,9 +22,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from business_time import business_time_between
@@ -130,9 +129,6 @@ class RelationshipKpis:
         """Share of answered queries (with a target) answered within SLA, both sides together."""
         total = self.answered_with_sla_target
         return self.answered_on_time / total if total else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def metric(self, name: str) -> float | None:
         """A value by name, ``<side>.<field>`` (e.g. ``provider.answered_within_sla_share``) or a

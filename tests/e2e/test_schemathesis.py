@@ -248,3 +248,23 @@ def test_error_statuses_are_documented() -> None:
 def test_every_operation_is_collected() -> None:
     assert len(OPERATIONS) == len(set(OPERATIONS)) > 70
     assert {s for s, _, _ in OPERATIONS} == {"agreements", "queries", "kpi", "notifier"}
+
+
+def _free_form(schema: dict[str, Any]) -> bool:
+    """A schema that says nothing of its content: any object, or a list of anything."""
+    if schema.get("type") == "array":
+        return _free_form(schema.get("items", {}))
+    return not schema or (schema.get("type") == "object" and "properties" not in schema)
+
+
+def test_every_json_answer_documents_its_shape() -> None:
+    """Integrators (and `response_schema_conformance` above) read each success response's shape from
+    the OpenAPI document; a route typed `dict[str, Any]` or with no response model documents none."""
+    shapeless = []
+    for service, method, path in OPERATIONS:
+        responses = OPENAPI[service]["paths"][path][method.lower()]["responses"]
+        for code, response in responses.items():
+            schema = response.get("content", {}).get("application/json", {}).get("schema")
+            if code.startswith("2") and schema is not None and _free_form(schema):
+                shapeless.append(f"{service} {method} {path} {code}: {schema}")
+    assert not shapeless, "\n".join(shapeless)
