@@ -51,7 +51,7 @@ def build_notifier(settings: NotifierSettings) -> Notifier:
         host=settings.notifier_smtp_host, port=settings.notifier_smtp_port, sender=settings.notifier_smtp_sender,
         starttls=settings.notifier_smtp_starttls, username=settings.notifier_smtp_username,
         password=settings.notifier_smtp_password.get_secret_value() if settings.notifier_smtp_password else None,
-        timeout=rules.delivery.timeout_seconds))
+        timeout=rules.delivery.timeout_seconds), workers=rules.delivery.in_flight)
     key = settings.notifier_ack_key
     signer = AckSigner(key.get_secret_value().encode(), settings.notifier_ack_ttl_seconds) if key else None
     return Notifier(rules=rules, ack_signer=signer, ack_base_url=settings.notifier_ack_base_url,

@@ -9,8 +9,9 @@ receiver open between deliveries (HTTP keep-alive) and sends a batch's deliverie
 the event loop; it ignores proxy variables and does not follow redirects, so a delivery goes
 exactly where the rules say. aiohttp rather than httpx (which the command line uses) or urllib in
 threads: per request it took 56 µs of CPU here, urllib 370 and httpx's async client 1,530
-(bench/README.md, seventh session). Email uses the standard library's SMTP client in a worker
-thread (with timeouts).
+(bench/README.md, seventh session). Email uses the standard library's SMTP client (with timeouts)
+in threads of the sender's own, as many as deliveries may be in flight, so that every claimed
+email starts at once: one waiting for a thread of a small shared pool could outlive its lease.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import json
 import smtplib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol
@@ -135,8 +137,9 @@ class SmtpConfig:
 
 
 class EmailSender:
-    def __init__(self, config: SmtpConfig) -> None:
-        self._config = config
+    def __init__(self, config: SmtpConfig, workers: int) -> None:
+        self._config, self._workers = config, workers
+        self._threads: ThreadPoolExecutor | None = None
 
     def compose(self, delivery: Delivery) -> EmailMessage:
         email = EmailMessage()
@@ -157,11 +160,16 @@ class EmailSender:
             smtp.send_message(email)
 
     async def close(self) -> None:
-        """Nothing kept: each delivery opens its own SMTP session."""
+        """Let the threads go (each delivery opens its own SMTP session; none is kept)."""
+        if self._threads is not None:
+            threads, self._threads = self._threads, None
+            threads.shutdown(wait=False)
 
     async def send(self, delivery: Delivery) -> None:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="accord-smtp")
         try:
-            await asyncio.to_thread(self._send, self.compose(delivery))
+            await asyncio.get_running_loop().run_in_executor(self._threads, self._send, self.compose(delivery))
         except (smtplib.SMTPException, OSError) as error:
             raise DeliveryError(f"SMTP {self._config.host}:{self._config.port}: {type(error).__name__}: {error}") \
                 from None

@@ -1,5 +1,6 @@
-"""The webhook sender against a real HTTP server on loopback: a signed POST, one connection kept
-for the next deliveries, redirects and proxy variables not followed, failures as `DeliveryError`."""
+"""The senders against real servers on loopback. Webhooks: a signed POST, one connection kept for
+the next deliveries, a batch in flight at once, redirects and proxy variables not followed,
+failures as `DeliveryError`. Email: as many sessions at once as deliveries may be in flight."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
-from services.notifier.channels import Delivery, DeliveryError, WebhookSender
+from services.notifier.channels import Delivery, DeliveryError, EmailSender, SmtpConfig, WebhookSender
 from services.notifier.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_body
 
 SECRET = b"webhook-test-secret"
@@ -75,7 +77,9 @@ class Receiver:
 def delivery(target: str = "ops") -> Delivery:
     return Delivery(notification_id=uuid.uuid4(), escalation_id=uuid.uuid4(), matter="query:q:first_response",
                     agreement_id=uuid.uuid4(), level=1, round=0, channel="webhook", target=target, responsible=[],
-                    message={"subject": "Query overdue", "level": 1}, attempts=1, created_at=datetime.now(UTC))
+                    message={"subject": "Query overdue", "level": 1, "round": 0, "rule": "overdue",
+                             "matter": "query:q:first_response", "agreement_id": str(uuid.uuid4())},
+                    attempts=1, created_at=datetime.now(UTC))
 
 
 @contextlib.asynccontextmanager
@@ -157,3 +161,38 @@ async def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery() -> N
         with pytest.raises(DeliveryError, match="webhook 'slow': TimeoutError"):
             await sender.send(delivery("slow"))
         assert asyncio.get_running_loop().time() - started < 2
+
+
+
+class HeldMailbox:
+    """An SMTP server's handler that answers no message before `expected` have arrived at once."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected, self.received = expected, 0
+        self._all: asyncio.Event | None = None
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # aiosmtpd's hook name
+        self._all = self._all or asyncio.Event()  # made in the server's own event loop
+        self.received += 1
+        if self.received >= self.expected:
+            self._all.set()
+        async with asyncio.timeout(10):
+            await self._all.wait()
+        return "250 OK"
+
+
+async def test_as_many_emails_go_at_once_as_deliveries_may_be_in_flight() -> None:
+    mailbox = HeldMailbox(expected=12)  # more than a 2-core machine's default thread pool (6)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    sender = EmailSender(SmtpConfig("127.0.0.1", port, "accord@provider.test", timeout=5), workers=12)
+    try:
+        async with asyncio.timeout(8):
+            await asyncio.gather(*(sender.send(delivery(f"p{n}@client.test")) for n in range(12)))
+    finally:
+        await sender.close()
+        controller.stop()
+    assert mailbox.received == 12
