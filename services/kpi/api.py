@@ -204,14 +204,19 @@ async def current_health(request: Request, agreement_id: UUID, principal: Curren
 
 
 @router.get("/health/history", response_model=list[Health])
-async def health_history(request: Request, agreement_id: UUID, principal: CurrentPrincipal,
-                         since: Since = None, until: Until = None) -> list[Health]:
-    """Every recorded score, oldest first, with the components that moved it."""
+async def health_history(
+    request: Request, agreement_id: UUID, principal: CurrentPrincipal, since: Since = None, until: Until = None,
+    latest: Annotated[int | None, Query(ge=1, le=10_000, description=(
+        "Only the latest scores of the period, this many (a score is recorded on every event that moves"
+        " it, so a long relationship has thousands); without it, all of them."))] = None,
+) -> list[Health]:
+    """Every recorded score of the period (or its latest), oldest first, with the components that moved it."""
     await _caller(request, principal, agreement_id)
     _period(since, until)
     rows = await request.app.state.pool.fetch(
-        "SELECT * FROM health_history WHERE agreement_id = $1 AND ($2::timestamptz IS NULL OR recorded_at >= $2)"
-        " AND ($3::timestamptz IS NULL OR recorded_at < $3) ORDER BY recorded_at", agreement_id, since, until)
+        "SELECT * FROM (SELECT * FROM health_history WHERE agreement_id = $1"
+        " AND ($2::timestamptz IS NULL OR recorded_at >= $2) AND ($3::timestamptz IS NULL OR recorded_at < $3)"
+        " ORDER BY recorded_at DESC LIMIT $4) AS latest ORDER BY recorded_at", agreement_id, since, until, latest)
     return [Health(**{k: v for k, v in dict(r).items() if k not in ("agreement_id", "event_id")}) for r in rows]
 
 

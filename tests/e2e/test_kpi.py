@@ -253,6 +253,9 @@ async def test_health_changes_band_with_breakdowns_check_ins_and_kpis(scene: Sce
     history = await s.call("GET", "/health/history", client)
     assert history[0]["band"] == "green" and history[-1]["band"] == "red"
     assert history[-1]["cause"] == "KPIReported, KPIBreached"
+    latest = (await s.kpi_api.get(f"/agreements/{s.id}/health/history", headers=client.headers,
+                                  params={"latest": 2})).json()
+    assert len(history) > 2 and latest == history[-2:]  # the latest two, still oldest first
 
     # weights are the agreement's own: ignoring KPI attainment brings the score back up
     await s.call("PUT", "/health/weights", client, {"weights": [{"component": "kpi_attainment", "weight": 0}]})
