@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from accord_runtime.eventstore import Metadata
@@ -96,11 +96,18 @@ def build_router(notifier: Notifier) -> APIRouter:
     router = APIRouter(tags=["escalations"], lifespan=deliveries)
 
     @router.get("/agreements/{agreement_id}/escalations", response_model=AgreementEscalations)
-    async def agreement_escalations(request: Request, agreement_id: UUID,
-                                    principal: CurrentPrincipal) -> AgreementEscalations:
-        """The agreement's open escalations and the closed ones, each with its history."""
+    async def agreement_escalations(
+        request: Request, agreement_id: UUID, principal: CurrentPrincipal,
+        closed_latest: Annotated[int | None, Query(ge=0, le=10_000, description=(
+            "Only the latest closed escalations, this many (0: none); without it, all of them."))] = None,
+    ) -> AgreementEscalations:
+        """The agreement's open escalations and the closed ones (or the latest of them), each with its
+        history, in the order they started."""
         await side_of(request.app.state.pool, principal, agreement_id)
-        views = await _views(request, "agreement_id = $1", agreement_id)
+        views = await _views(
+            request, "agreement_id = $1 AND (status = 'open' OR escalation_id IN (SELECT escalation_id"
+            " FROM escalations WHERE agreement_id = $1 AND status <> 'open' ORDER BY started_at DESC LIMIT $2))",
+            agreement_id, closed_latest)
         return AgreementEscalations(open=[v for v in views if v.status == "open"],
                                     closed=[v for v in views if v.status != "open"])
 

@@ -285,6 +285,10 @@ async def test_an_overdue_query_notifies_by_webhook_and_email_once_and_its_answe
     history = [h["event_type"].split(".")[2] for h in listed["closed"][0]["history"]]
     assert history[:2] == ["EscalationStarted", "EscalationLevelReached"] and history[-1] == "EscalationResolved"
     escalation_id = listed["closed"][0]["escalation_id"]
+    for latest, expected in ((1, [escalation_id]), (0, [])):
+        page = await notifier.api.get(f"/agreements/{scene.agreement_id}/escalations", headers=scene.client.headers,
+                                      params={"closed_latest": latest})
+        assert [e["escalation_id"] for e in page.json()["closed"]] == expected
     refused = await notifier.api.post(f"/escalations/{escalation_id}/acknowledgement", headers=scene.provider.headers)
     assert refused.status_code == 409 and "already resolved" in refused.json()["detail"]
     stranger = await register_party(agreements, "stranger")
