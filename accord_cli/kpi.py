@@ -73,14 +73,18 @@ BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red"}
 def health(
     ctx: typer.Context,
     agreement_id: Annotated[str, typer.Argument(help="The agreement.")],
+    history: Annotated[int, typer.Option(help="How many of the latest scores to list (0: none).", min=0,
+                                         max=10_000)] = 0,
     as_json: Json = False,
 ) -> None:
-    """The agreement's customer-health score now, component by component, and its KPIs."""
+    """The agreement's customer-health score now, component by component, its KPIs, and (with
+    --history) how the score moved."""
     calls = api(ctx)
     score = calls.get("kpi", f"/agreements/{agreement_id}/health")
     kpis = calls.get("kpi", f"/agreements/{agreement_id}/kpis")
+    moves = calls.get("kpi", f"/agreements/{agreement_id}/health/history", latest=history) if history else []
     if as_json:
-        emit_json({"health": score, "kpis": kpis})
+        emit_json({"health": score, "kpis": kpis, **({"history": moves} if history else {})})
         return
     style = BAND_STYLE.get(score["band"], "bold")
     out.print(key_values("Customer health", [
@@ -93,6 +97,10 @@ def health(
     if kpis:
         out.print(table("KPIs", ("name", "last value", "status"), [
             (k.get("name"), _with_unit(k, "last_value"), k.get("status")) for k in kpis]))
+    if moves:
+        out.print(table("Latest scores", ("recorded", "score", "band", "moved by", "cause"), [
+            (short_time(m["recorded_at"]), f"{m['score']:.1f}", Text(m["band"], style=BAND_STYLE.get(m["band"], "")),
+             ", ".join(name.replace("_", " ") for name in m["moved"]) or None, m["cause"]) for m in moves]))
 
 
 def _fmt(value: Any) -> str | None:

@@ -177,8 +177,11 @@ async def test_the_demo_engagement_is_visible_through_the_cli(deployment: Deploy
     health = (await deployment.accord("kpi", "health", agreement, "--json", **as_client)).json()
     assert health["health"]["score"] == pytest.approx(demo["health"]["score"], abs=50)
     assert {k["name"]: k["status"] for k in health["kpis"]}["Dashboard availability"] == "breached"
-    pretty = await deployment.accord("kpi", "health", agreement, **as_client)
-    assert pretty.code == 0 and "Customer health" in pretty.stdout
+    pretty = await deployment.accord("kpi", "health", agreement, "--history", "2", **as_client)
+    assert pretty.code == 0 and "Customer health" in pretty.stdout and "Latest scores" in pretty.stdout
+    moves = (await deployment.accord("kpi", "health", agreement, "--history", "2", "--json", **as_client)).json()
+    assert 1 <= len(moves["history"]) <= 2 and moves["history"][-1]["recorded_at"] >= moves["history"][0]["recorded_at"]
+    assert "history" not in health  # only when asked for
 
     # a rebuild of the queries read models leaves the same answers
     rebuilt = (await deployment.accord("rebuild", "queries", "--json", ACCORD_DATABASE_SCHEMA=deployment.runtimes[
