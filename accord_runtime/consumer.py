@@ -318,6 +318,9 @@ class BusConsumer:
         batch: list[AbstractIncomingMessage] = []
         while not batch:
             message = await self._buffer.get()
+            # aio-pika hands over each delivery in a task of its own: let those of deliveries that
+            # arrived with this one run, so that they join its batch.
+            await asyncio.sleep(0)
             while True:
                 if message is None or self._stopping.is_set():
                     if message is None:
