@@ -49,6 +49,7 @@ from contracts.agreements import ContactAssigned
 from contracts.queries import QueryOverdue
 from services.notifier.main import definition
 from services.notifier.settings import NotifierSettings
+from tests.support import HttpReceiver, Request
 
 AGREEMENTS = 10  # the overdue queries are spread over this many agreements
 RATE = 75  # about the webhooks/s expected: sizes the bursts (a window's worth)
@@ -56,51 +57,19 @@ PUBLISH_WINDOW = 300  # publishes awaited together
 NOTIFICATION_HEADER = "x-accord-notification-id"
 
 
-class WebhookReceiver:
-    """A minimal HTTP/1.1 server on 127.0.0.1: answers 200 and marks each notification's query.
-
-    It keeps a connection open for the next request (HTTP/1.1's default) until the client closes
-    it or asks to (``Connection: close``), as a webhook receiver behind any web server does.
-    """
+class WebhookReceiver(HttpReceiver):
+    """The webhook's receiving end (the tests' HTTP/1.1 server, keeping connections open): marks each
+    notification's query once it answered, and counts a second request for either as a duplicate."""
 
     def __init__(self, arrivals: Arrivals, delay: float = 0.0) -> None:
+        super().__init__(delay=delay)
         self.arrivals = arrivals
-        self.delay = delay  # seconds before each answer
         self.notifications: set[str] = set()
         self.duplicates = 0
-        self.port = 0
 
-    @contextlib.asynccontextmanager
-    async def listening(self) -> AsyncIterator[str]:
-        """Serve until the block ends; yields the webhook's URL."""
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        async with server:
-            yield f"http://127.0.0.1:{self.port}/hooks/bench"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return  # the client closed the connection
-                fields = (line.partition(":") for line in head.decode("latin-1").split("\r\n")[1:] if line)
-                headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-                body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
-                closing = headers.get("connection", "").lower() == "close"
-                if self.delay:
-                    await asyncio.sleep(self.delay)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
-                             + (b"Connection: close\r\n\r\n" if closing else b"\r\n"))
-                await writer.drain()
-                self._received(headers.get(NOTIFICATION_HEADER, ""), body["trigger"]["query_id"])
-                if closing:
-                    return
-        finally:
-            writer.close()
-
-    def _received(self, notification: str, query: str) -> None:
+    def answered(self, request: Request) -> None:
+        notification = request.headers.get(NOTIFICATION_HEADER, "")
+        query = json.loads(request.body)["trigger"]["query_id"]
         if notification in self.notifications or query in self.arrivals.seen:
             self.duplicates += 1
         self.notifications.add(notification)
@@ -197,7 +166,8 @@ async def _run(config: BenchConfig, url: str, exchange: AbstractExchange, schema
     arrivals = Arrivals()
     receiver = WebhookReceiver(arrivals, delay)
     with tempfile.TemporaryDirectory(prefix="accord-bench-") as folder:
-        async with receiver.listening() as hook_url:
+        async with receiver.serving() as base_url:
+            hook_url = f"{base_url}/hooks/bench"
             rules_path = Path(folder) / "rules.yaml"
             rules_path.write_text(yaml.safe_dump(rules(hook_url)))
             settings = NotifierSettings(

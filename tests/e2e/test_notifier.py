@@ -11,7 +11,7 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -38,7 +38,7 @@ from services.notifier.main import definition
 from services.notifier.settings import NotifierSettings
 from services.notifier.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_body
 from tests.e2e.conftest import Party, delete_broker_objects, register_party
-from tests.support import eventually
+from tests.support import HttpReceiver, eventually
 
 pytestmark = pytest.mark.servers
 
@@ -48,38 +48,10 @@ ACK_KEY = "test-ack-key-0123456789"
 
 # --- the servers the notifications go to ---------------------------------------------------------
 
-@dataclass
-class Hook:
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class HookServer:
-    """A minimal HTTP/1.1 server on 127.0.0.1 that records POSTs and answers `status`."""
-
-    status: int = 200
-    received: list[Hook] = field(default_factory=list)
-    port: int = 0
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.received.append(Hook(headers, body))
-        reason = "OK" if self.status < 400 else "Error"
-        writer.write(f"HTTP/1.1 {self.status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        writer.close()
-
-
 @pytest.fixture
-async def hooks() -> AsyncIterator[HookServer]:
-    server = HookServer()
-    listening = await asyncio.start_server(server._handle, "127.0.0.1", 0)
-    server.port = listening.sockets[0].getsockname()[1]
-    async with listening:
+async def hooks() -> AsyncIterator[HttpReceiver]:
+    server = HttpReceiver()
+    async with server.serving():
         yield server
 
 
@@ -162,7 +134,7 @@ class Notifier:
 
 
 @pytest.fixture
-async def notifier(settings: ServiceSettings, agreements: ServiceRuntime, hooks: HookServer, mailbox: Any,
+async def notifier(settings: ServiceSettings, agreements: ServiceRuntime, hooks: HttpReceiver, mailbox: Any,
                    tmp_path: Path) -> AsyncIterator[Notifier]:
     rules = write_rules(tmp_path / "rules.yaml", f"http://127.0.0.1:{hooks.port}/hooks/ops")
     notifier_settings = NotifierSettings(**{
@@ -239,7 +211,7 @@ def overdue(scene: Scene, query_id: uuid.UUID) -> QueryOverdue:
 
 
 async def test_an_overdue_query_notifies_by_webhook_and_email_once_and_its_answer_stops_the_chain(
-    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HookServer, mailbox: Mailbox,
+    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HttpReceiver, mailbox: Mailbox,
     amqp_connection: aio_pika.abc.AbstractRobustConnection, exchange_name: str,
 ) -> None:
     scene = await agreement_with_matrix(api, agreements, notifier)
@@ -304,7 +276,7 @@ async def test_an_overdue_query_notifies_by_webhook_and_email_once_and_its_answe
 
 async def test_a_restart_mid_chain_continues_and_a_personnel_change_reroutes_the_next_level(
     api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, mailbox: Mailbox,
-    amqp_connection: aio_pika.abc.AbstractRobustConnection, exchange_name: str, tmp_path: Path, hooks: HookServer,
+    amqp_connection: aio_pika.abc.AbstractRobustConnection, exchange_name: str, tmp_path: Path, hooks: HttpReceiver,
 ) -> None:
     write_rules(notifier.settings.notifier_rules_path, f"http://127.0.0.1:{hooks.port}/hooks/ops",
                 level_two_after=3.0)
@@ -336,7 +308,7 @@ async def _sent_to(notifier: Notifier, address: str) -> dict[str, Any] | None:
 
 
 async def test_a_failing_webhook_is_retried_then_failed_and_a_signed_link_acknowledges_the_chain(
-    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HookServer, mailbox: Mailbox,
+    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HttpReceiver, mailbox: Mailbox,
     amqp_connection: aio_pika.abc.AbstractRobustConnection, exchange_name: str,
 ) -> None:
     hooks.status = 500

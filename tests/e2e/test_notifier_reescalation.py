@@ -30,7 +30,6 @@ from tests.e2e.conftest import delete_broker_objects
 from tests.e2e.test_notifier import (  # the servers the notifications go to, and the notifier beside agreements
     ACK_KEY,
     WEBHOOK_SECRET,
-    HookServer,
     Mailbox,
     Notifier,
     Scene,
@@ -38,7 +37,7 @@ from tests.e2e.test_notifier import (  # the servers the notifications go to, an
     hooks,  # noqa: F401 - a fixture
     mailbox,  # noqa: F401 - a fixture
 )
-from tests.support import eventually
+from tests.support import HttpReceiver, eventually
 
 pytestmark = pytest.mark.servers
 
@@ -62,7 +61,7 @@ def write_rules(path: Path, hook_url: str) -> Path:
 
 
 @pytest.fixture
-async def notifier(settings: ServiceSettings, agreements: ServiceRuntime, hooks: HookServer,  # noqa: F811
+async def notifier(settings: ServiceSettings, agreements: ServiceRuntime, hooks: HttpReceiver,  # noqa: F811
                    mailbox: Any, tmp_path: Path) -> AsyncIterator[Notifier]:  # noqa: F811
     rules = write_rules(tmp_path / "rules.yaml", f"http://127.0.0.1:{hooks.port}/hooks/ops")
     notifier_settings = NotifierSettings(**{
@@ -122,7 +121,7 @@ def ack_path(email: Any) -> str:
 
 
 async def test_a_kpi_that_breaches_again_after_recovering_escalates_again_and_duplicates_never_do(
-    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HookServer,  # noqa: F811
+    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HttpReceiver,  # noqa: F811
     mailbox: Mailbox, amqp_connection: aio_pika.abc.AbstractRobustConnection,  # noqa: F811
     exchange_name: str,
 ) -> None:
@@ -191,7 +190,7 @@ async def test_a_kpi_that_breaches_again_after_recovering_escalates_again_and_du
 
 
 async def test_metrics_show_notifications_by_channel_and_outcome_open_escalations_by_level_and_latency(
-    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HookServer,  # noqa: F811
+    api: httpx.AsyncClient, agreements: ServiceRuntime, notifier: Notifier, hooks: HttpReceiver,  # noqa: F811
     mailbox: Mailbox, amqp_connection: aio_pika.abc.AbstractRobustConnection,  # noqa: F811
     exchange_name: str,
 ) -> None:

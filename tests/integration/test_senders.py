@@ -10,7 +10,6 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,59 +18,9 @@ from aiosmtpd.controller import Controller
 
 from services.notifier.channels import Delivery, DeliveryError, EmailSender, SmtpConfig, WebhookSender
 from services.notifier.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_body
+from tests.support import HttpReceiver
 
 SECRET = b"webhook-test-secret"
-
-
-@dataclass
-class Receiver:
-    """An HTTP/1.1 server that answers each request with `status` (and `location`), keeping the
-    connection open unless asked to close it; it notes every connection and request."""
-
-    status: int = 200
-    location: str | None = None
-    hold_until: int = 0  # answer nothing before this many requests arrived
-    connections: int = 0
-    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    _all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    _open: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[str]:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        async with server:
-            try:
-                yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-            finally:  # let held requests go and drop kept connections, so that the server can close
-                self._all_arrived.set()
-                for writer in self._open:
-                    writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._open.add(writer)
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                fields = (line.partition(":") for line in lines[1:] if line)
-                headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.requests.append((lines[0], headers, body))
-                if len(self.requests) >= self.hold_until:
-                    self._all_arrived.set()
-                await self._all_arrived.wait()
-                extra = f"Location: {self.location}\r\n" if self.location else ""
-                writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\n{extra}\r\n".encode())
-                await writer.drain()
-        except ConnectionError:
-            return
-        finally:
-            self._open.discard(writer)
-            writer.close()
 
 
 def delivery(target: str = "ops") -> Delivery:
@@ -92,14 +41,15 @@ async def sender_for(urls: dict[str, str], timeout: float = 2.0) -> AsyncIterato
 
 
 async def test_deliveries_are_signed_posts_on_one_kept_connection() -> None:
-    receiver = Receiver()
+    receiver = HttpReceiver()
     async with receiver.serving() as base, sender_for({"ops": f"{base}/hooks/ops"}) as sender:
         sent = [delivery() for _ in range(3)]
         for one in sent:
             await sender.send(one)
-    assert receiver.connections == 1 and len(receiver.requests) == 3
-    for one, (request_line, headers, body) in zip(sent, receiver.requests, strict=True):
-        assert request_line == "POST /hooks/ops HTTP/1.1"
+    assert receiver.connections == 1 and len(receiver.received) == 3
+    for one, request in zip(sent, receiver.received, strict=True):
+        headers, body = request.headers, request.body
+        assert request.line == "POST /hooks/ops HTTP/1.1"
         assert headers["x-accord-notification-id"] == str(one.notification_id)
         assert headers["user-agent"] == "accord-notifier" and headers["content-type"] == "application/json"
         assert verify_body(SECRET, body, int(headers[TIMESTAMP_HEADER.lower()]), headers[SIGNATURE_HEADER.lower()])
@@ -108,42 +58,42 @@ async def test_deliveries_are_signed_posts_on_one_kept_connection() -> None:
 
 
 async def test_a_batch_is_sent_concurrently_and_the_sender_reopens_after_close() -> None:
-    receiver = Receiver(hold_until=20)  # answers once all 20 are in flight at the same time
+    receiver = HttpReceiver(hold_until=20)  # answers once all 20 are in flight at the same time
     async with receiver.serving() as base, sender_for({"ops": f"{base}/hooks/ops"}) as sender:
         await asyncio.gather(*(sender.send(delivery()) for _ in range(20)))
-        assert len(receiver.requests) == 20 and receiver.connections == 20
+        assert len(receiver.received) == 20 and receiver.connections == 20
         await sender.close()
         await sender.send(delivery())  # a worker started again sends again
-    assert len(receiver.requests) == 21
+    assert len(receiver.received) == 21
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed() -> None:
-    elsewhere = Receiver()
+    elsewhere = HttpReceiver()
     async with elsewhere.serving() as other:
-        receiver = Receiver(status=302, location=f"{other}/stolen")
+        receiver = HttpReceiver(status=302, location=f"{other}/stolen")
         async with receiver.serving() as base, sender_for({"ops": f"{base}/hooks/ops"}) as sender:
             with pytest.raises(DeliveryError, match="webhook 'ops' answered HTTP 302"):
                 await sender.send(delivery())
-    assert len(receiver.requests) == 1 and elsewhere.requests == []
+    assert len(receiver.received) == 1 and elsewhere.received == []
 
 
 async def test_proxy_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    proxy = Receiver()
-    async with proxy.serving() as proxy_url, Receiver().serving() as base:
+    proxy = HttpReceiver()
+    async with proxy.serving() as proxy_url, HttpReceiver().serving() as base:
         for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
             monkeypatch.setenv(name, proxy_url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         async with sender_for({"ops": f"{base}/hooks/ops"}) as sender:
             await sender.send(delivery())
-    assert proxy.requests == []
+    assert proxy.received == []
 
 
 async def test_failures_are_delivery_errors_that_name_the_cause() -> None:
     with socket.socket() as closed:  # a port that nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    failing = Receiver(status=503)
+    failing = HttpReceiver(status=503)
     async with failing.serving() as base, sender_for(
             {"down": f"http://127.0.0.1:{port}/hooks", "busy": f"{base}/hooks"}) as sender:
         with pytest.raises(DeliveryError, match="webhook 'down': ClientConnectorError"):
@@ -155,7 +105,7 @@ async def test_failures_are_delivery_errors_that_name_the_cause() -> None:
 
 
 async def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery() -> None:
-    silent = Receiver(hold_until=2)  # never answers a lone request
+    silent = HttpReceiver(hold_until=2)  # never answers a lone request
     async with silent.serving() as base, sender_for({"slow": f"{base}/hooks"}, timeout=0.3) as sender:
         started = asyncio.get_running_loop().time()
         with pytest.raises(DeliveryError, match="webhook 'slow': TimeoutError"):
