@@ -219,6 +219,40 @@ async def test_per_stream_order_is_kept_across_large_concurrent_batches(
     assert len(observer.ids) == len(set(observer.ids)) == 1000
 
 
+async def test_a_batch_takes_a_few_turns_of_a_busy_event_loop_not_one_per_event(
+    store: EventStore, observer: Observer, start_relay: StartRelay
+) -> None:
+    # In a service, each turn of the event loop also runs commands, projections and consumers.
+    # aiormq lets the next publish on a channel go only a turn later once its write queue is full
+    # (10 frames): a batch started all at once took a turn per event.
+    service = f"relay-{uuid.uuid4().hex[:6]}"
+    running = await start_relay(store, service=service)
+    await eventually(lambda: _true(running.relay.is_leader))
+    turns = 0
+
+    async def busy_neighbour() -> None:
+        nonlocal turns
+        while True:
+            time.sleep(0.001)  # noqa: ASYNC251 (the other work of a turn, holding the loop)
+            turns += 1
+            await asyncio.sleep(0)
+
+    neighbour = asyncio.create_task(busy_neighbour())
+    try:
+        events = (await store.append("agreement-busy", 0, [accepted()] * 200, META)).envelopes
+        appended = turns
+        async with asyncio.timeout(30):
+            while (metric("accord_events_published_total", service) or 0) < 200:  # noqa: ASYNC110
+                await asyncio.sleep(0)  # no turn of its own: it runs in the neighbour's turns
+        published = turns
+    finally:
+        neighbour.cancel()
+    # 20 waves of 10, reading and deleting the batch, and the broker's confirms, not 200 turns
+    assert published - appended < 120, f"{published - appended} turns to publish 200 events"
+    await observer.receive({str(e.id) for e in events})
+    assert observer.ids == [str(e.id) for e in events]
+
+
 async def test_an_event_committed_late_is_published_before_later_events_of_its_stream(
     store: EventStore, pool: asyncpg.Pool, observer: Observer, start_relay: StartRelay
 ) -> None:
