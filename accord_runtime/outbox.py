@@ -11,11 +11,11 @@ queue (`_publish_all`): messages are written to the channel in global order (aio
 writes with a FIFO lock), and confirms are awaited together; its confirmed rows are deleted
 before the next batch is read, so every read starts at the lowest position left: an event that
 commits late with a lower position than rows already published is still published before the
-later events of its stream. One batch at a time lets the
-outbox fill while a batch waits for its confirms, so batches grow with the load: under (f)'s
-1,000 commands/s, batches of 6.9 events on average against 4.75 with two in flight, and (f) was
-faster (bench/README.md, sixth session). After a failure the unconfirmed rows are republished,
-possibly after later ones: per-stream order holds while the broker confirms.
+later events of its stream. One batch at a time lets the outbox fill while a batch waits for its
+confirms, so batches grow with the load: under (f)'s 1,000 commands/s, batches of 6.9 events on
+average against 4.75 with two in flight, and (f) was faster (bench/README.md, sixth session).
+After a failure the unconfirmed rows are republished, possibly after later ones: per-stream order
+holds while the broker confirms.
 
 Only one relay per schema publishes: the leader holds a session-level advisory lock on a
 dedicated connection and reads the outbox through that connection, so a relay whose
