@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import figure_text
+from bench.report import CPU_PARTS, cpu_text, figure_text
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = "."  # this checkout as it is
@@ -90,13 +90,14 @@ def summarise(runs: dict[str, list[dict[str, Any]]], base: str, changed: str) ->
         if any(f is None for found in sides.values() for f in found):
             continue
         values = {side: [f["runs"][0] for f in found if f is not None] for side, found in sides.items()}
-        cpu = {side: statistics.median([f["cpu_us_per_item"]["client"] for f in found
-                                        if f is not None and "client" in f.get("cpu_us_per_item", {})] or [0.0])
+        cpu = {side: {part: statistics.median(measured) for part in CPU_PARTS
+                      if (measured := [f["cpu_us_per_item"][part] for f in found
+                                       if f is not None and part in f.get("cpu_us_per_item", {})])}
                for side, found in sides.items()}
         medians = {side: statistics.median(v) for side, v in values.items()}
         won = sum(better(figure["unit"], c, b) for b, c in zip(values[base], values[changed], strict=True))
         rows.append({"key": key, "name": figure["name"], "unit": figure["unit"], "runs": values,
-                     "median": medians, "cpu_this_us": cpu, "changed_won": won, "pairs": len(values[base]),
+                     "median": medians, "cpu_us": cpu, "changed_won": won, "pairs": len(values[base]),
                      "change": medians[changed] / medians[base] - 1 if medians[base] else None})
     return rows
 
@@ -104,7 +105,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], base: str, changed: str) ->
 def print_table(rows: list[dict[str, Any]], base: str, changed: str, console: Console) -> None:
     table = Table(title=f"{base} → {changed}, alternated runs, medians")
     for column in ("figure", "unit", f"{base}: median · runs", f"{changed}: median · runs", "change",
-                   f"{changed} better", "CPU this µs"):
+                   f"{changed} better", "CPU µs/item this·PG·MQ"):
         table.add_column(column, justify="left" if column == "figure" else "right")
     for row in rows:
         def cell(side: str, row: dict[str, Any] = row) -> str:
@@ -112,8 +113,8 @@ def print_table(rows: list[dict[str, Any]], base: str, changed: str, console: Co
         change = "" if row["change"] is None else f"{row['change']:+.0%}"
         table.add_row(row["name"], row["unit"], cell(base), cell(changed), change,
                       f"{row['changed_won']} of {row['pairs']}",
-                      f"{row['cpu_this_us'][base]:.0f} → {row['cpu_this_us'][changed]:.0f}"
-                      if row["cpu_this_us"][base] else "")
+                      f"{cpu_text(row['cpu_us'][base])} → {cpu_text(row['cpu_us'][changed])}"
+                      if row["cpu_us"][base] else "")
     console.print(table)
 
 

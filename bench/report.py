@@ -49,7 +49,7 @@ class Figure:
     def cpu_medians(self) -> dict[str, float]:
         """Median µs of CPU per item by process group, over the runs that measured it."""
         medians = {}
-        for part in ("client", "postgres", "rabbitmq"):
+        for part in CPU_PARTS:
             values = [v for cost in self.cpu if (v := getattr(cost, part)) is not None]
             if values:
                 medians[part] = statistics.median(values)
@@ -159,12 +159,18 @@ def figure_text(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
-def _cpu(figure: Figure) -> str:
-    medians = figure.cpu_medians()
+CPU_PARTS = ("client", "postgres", "rabbitmq")  # this process (and its helpers), Postgres, RabbitMQ
+
+
+def cpu_text(medians: dict[str, float]) -> str:
+    """µs of CPU per item as "this·PG·MQ" ("-" for a part not measured, "" for none)."""
     if not medians:
         return ""
-    return "·".join(f"{medians[part]:.0f}" if part in medians else "-"
-                    for part in ("client", "postgres", "rabbitmq"))
+    return "·".join(f"{medians[part]:.0f}" if part in medians else "-" for part in CPU_PARTS)
+
+
+def _cpu(figure: Figure) -> str:
+    return cpu_text(figure.cpu_medians())
 
 
 def _finite(value: float) -> float | None:

@@ -9,7 +9,8 @@ from bench.compare import summarise
 
 def result(**figures: tuple[str, float]) -> dict[str, Any]:
     return {"figures": [{"key": key, "name": f"({key})", "unit": unit, "runs": [value],
-                         "cpu_us_per_item": {"client": value / 100}} for key, (unit, value) in figures.items()]}
+                         "cpu_us_per_item": {"client": value / 100, "rabbitmq": value / 10}}
+                        for key, (unit, value) in figures.items()]}
 
 
 def test_medians_change_and_pairs_won_with_the_direction_of_each_unit() -> None:
@@ -25,4 +26,5 @@ def test_medians_change_and_pairs_won_with_the_direction_of_each_unit() -> None:
     assert rate["median"] == {"old": 100, "new": 130} and round(rate["change"], 6) == 0.3
     assert rate["changed_won"] == 2 and rate["pairs"] == 3  # more events/s is better: 130>100, 150>90
     assert p99["median"] == {"old": 30, "new": 20} and p99["changed_won"] == 2  # fewer ms is better
-    assert rate["cpu_this_us"] == {"old": 1.0, "new": 1.3}
+    # CPU medians per side and part, for the parts measured ("postgres" was not)
+    assert rate["cpu_us"] == {"old": {"client": 1.0, "rabbitmq": 10.0}, "new": {"client": 1.3, "rabbitmq": 13.0}}
