@@ -89,13 +89,15 @@ async def command_to_read_model_elsewhere(config: BenchConfig) -> list[Figure]:
                                         exchange=exchange_name,
                                         queue_prefix=f"bench.{config.run_id}.{run}")
                 arrivals = Arrivals()
-                async with running(settings) as service, far_service(settings, arrivals) as pid:
-                    ctx = handlers.Context(service.store, service.pool)
-                    parties = await register_parties(ctx, service.projections)
-                    await path.measure(functools.partial(draft, ctx, parties), arrivals,
-                                       database=database_of(url), rabbitmq=True,
-                                       helpers=frozenset({pid}))
-                await _delete_queues(config.amqp_url, settings.queue_prefix)
+                try:
+                    async with running(settings) as service, far_service(settings, arrivals) as pid:
+                        ctx = handlers.Context(service.store, service.pool)
+                        parties = await register_parties(ctx, service.projections)
+                        await path.measure(functools.partial(draft, ctx, parties), arrivals,
+                                           database=database_of(url), rabbitmq=True,
+                                           helpers=frozenset({pid}))
+                finally:  # also when a measurement failed: the far service's queues are durable
+                    await _delete_queues(config.amqp_url, settings.queue_prefix)
     finally:
         connection = await aio_pika.connect(config.amqp_url)
         async with connection:
