@@ -288,7 +288,7 @@ class OutboxRelay:
         batch started all at once took a turn of a busy event loop per message. A wave fills the
         queue, and aiormq's writer empties it in the turn between two waves.
         """
-        wave = channel.write_queue.maxsize or len(rows)
+        wave = channel.write_queue.maxsize or max(len(rows), 1)  # 0: an unbounded queue
         publishes: list[asyncio.Task[None]] = []
         try:
             for start in range(0, len(rows), wave):
