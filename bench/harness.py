@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import statistics
@@ -181,25 +182,40 @@ async def open_loop(rate: float, seconds: float, command: Callable[[], Coroutine
     instead of hiding (no coordinated omission). Lost commands count as infinitely slow.
     """
     total = min(round(rate * seconds), MAX_OPERATIONS)
+    # Only unfinished commands are held: this load generator shares the service's process, and
+    # keeping every finished task (with its coroutine and context) for the whole window made the
+    # service's cyclic collector walk tens of thousands of objects more in each collection.
+    pending: set[asyncio.Task[str]] = set()
+    unanswered: set[asyncio.Task[str]] = set()
+    keys: dict[str, float] = {}
+    errors: list[str] = []
+
+    def settle(due: float, task: asyncio.Task[str]) -> None:
+        pending.discard(task)
+        if task in unanswered:
+            return
+        if task.cancelled():
+            errors.append("cancelled")
+        elif (error := task.exception()) is not None:
+            errors.append(repr(error))
+        else:
+            keys[task.result()] = due
+
     started = time.perf_counter()
-    scheduled: list[tuple[float, asyncio.Task[str]]] = []
     for i in range(total):
         due = started + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        scheduled.append((due, asyncio.create_task(command())))
-    await asyncio.wait([task for _, task in scheduled], timeout=drain_timeout)
-    keys: dict[str, float] = {}
-    errors: list[str] = []
-    for due, task in scheduled:
-        if not task.done():
-            task.cancel()
-            errors.append(f"no answer in {drain_timeout:.0f} s")
-        elif task.cancelled() or task.exception() is not None:
-            errors.append(repr(task.exception()) if not task.cancelled() else "cancelled")
-        else:
-            keys[task.result()] = due
+        task = asyncio.create_task(command())
+        pending.add(task)
+        task.add_done_callback(functools.partial(settle, due))
+    if pending:
+        await asyncio.wait(set(pending), timeout=drain_timeout)
+    unanswered.update(pending)
+    for task in unanswered:
+        task.cancel()
+    errors += [f"no answer in {drain_timeout:.0f} s"] * len(unanswered)
     missing = await arrivals.wait_for(keys, drain_timeout)
     latencies = [arrivals.seen.get(key, math.inf) - due for key, due in keys.items()]
     latencies += [math.inf] * len(errors)
