@@ -1,14 +1,18 @@
 """Compare two versions of Accord by benchmarks run in alternation: before and after a change.
 
-    .venv/bin/python -m bench.compare BASE [CHANGED] [--only f] [--pairs 5] [--quick]
+    .venv/bin/python -m bench.compare BASE [CHANGED] [--only f] [--pairs 6] [--quick]
 
 BASE and CHANGED are git revisions; CHANGED defaults to ``.``, this checkout as it is
 (uncommitted changes included). Each revision is checked out in a temporary worktree, and
 `bench.run` runs there (``--only``, one run) with this interpreter, once per side in each
 pair, the order swapped from one pair to the next (A B, B A, A B…), so that a machine whose
 speed drifts, as the shared virtual machines here do by up to half within an hour, slows
-both sides alike. Prints each figure's runs and median per side, the change of the medians,
-and in how many pairs the changed side did better (``--output FILE``: the same as JSON).
+both sides alike. The number of pairs is even, so that each side runs first as often as the
+other (in one set of five pairs of (f) here, the first run of each pair made the higher
+sustained rate every time, and an odd count gives one side that place once more).
+
+Prints each figure's runs and median per side, the change of the medians, and in how many
+pairs the changed side did better (``--output FILE``: the same as JSON).
 
 A revision is compared with the benchmarks *it* has: a figure one side lacks is left out.
 """
@@ -124,12 +128,14 @@ def cli() -> None:
     parser.add_argument("base", help="the revision before the change")
     parser.add_argument("changed", nargs="?", default=HERE, help="the revision after it (default: this checkout)")
     parser.add_argument("--only", default="e", help="benchmarks to run, as bench.run takes them (default: e)")
-    parser.add_argument("--pairs", type=int, default=5, help="runs of each side (default: 5)")
+    parser.add_argument("--pairs", type=int, default=6, help="runs of each side, an even number (default: 6)")
     parser.add_argument("--quick", action="store_true", help="bench.run's shorter windows")
     parser.add_argument("--output", type=Path, help="also write the figures (JSON) to this file")
     args = parser.parse_args()
     if args.base == args.changed:
         parser.error("compare two different revisions")
+    if args.pairs < 2 or args.pairs % 2:
+        parser.error("--pairs must be an even number (each side runs first in half of the pairs)")
     console = Console(width=None if sys.stdout.isatty() else 150)
     runs: dict[str, list[dict[str, Any]]] = {args.base: [], args.changed: []}
     with checked_out([args.base, args.changed]) as places, tempfile.TemporaryDirectory() as scratch:
