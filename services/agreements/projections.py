@@ -178,13 +178,13 @@ class SharedAgreements:
         if not views:
             return
         await conn.executemany(
-            """INSERT INTO agreement_documents (agreement_id, stream_version, agreement_version, status, snapshot,
-                                                updated_at, state, state_format)
-               VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $5, $7)
+            """INSERT INTO agreement_documents (agreement_id, stream_version, agreement_version, status, state,
+                                                updated_at, state_format)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
                ON CONFLICT (agreement_id) DO UPDATE SET stream_version = EXCLUDED.stream_version,
                    agreement_version = EXCLUDED.agreement_version, status = EXCLUDED.status,
-                   snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at, state = EXCLUDED.state,
-                   state_format = EXCLUDED.state_format""",
+                   state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, state_format = EXCLUDED.state_format,
+                   snapshot = NULL""",
             [(*v.document, state_format()) for v in views])
         # The other rows of an agreement are written with its document: without one, there are none.
         if replaced := [v.agreement_id for v in views if v.agreement_id in stored]:

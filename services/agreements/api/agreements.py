@@ -210,8 +210,8 @@ async def get_agreement(request: Request, agreement_id: UUID, principal: Current
     """The agreement now; with `as_of` or `version`, as it was then (replayed from its events)."""
     pool = request.app.state.pool
     if as_of is None and version is None:
-        # The snapshot's text, which the read model keeps for restoring agreements: its jsonb copy
-        # is there for the previous release only (documents it wrote have no text yet).
+        # The snapshot's text, which the read model keeps for restoring agreements; documents
+        # written before the text was kept have only the jsonb copy, until their next event.
         row = await pool.fetchrow("SELECT coalesce(state, snapshot::text) AS snapshot FROM agreement_documents"
                                   " WHERE agreement_id = $1", agreement_id)
         if row is None:
