@@ -70,16 +70,23 @@ class AgreementParties:
         await conn.execute("TRUNCATE agreement_parties")
 
 
-async def side_of(pool: asyncpg.Pool | asyncpg.Connection, principal: Principal, agreement_id: UUID) -> Side:
-    """The caller's side of the agreement: 404 if the agreement is unknown here, 403 if not a party."""
-    row = await pool.fetchrow(
+async def organisations_of(conn: asyncpg.Pool | asyncpg.Connection, agreement_id: UUID) -> tuple[UUID, UUID] | None:
+    """The agreement's (client, provider) organisations, if it is known here."""
+    row = await conn.fetchrow(
         "SELECT client_organisation_id, provider_organisation_id FROM agreement_parties WHERE agreement_id = $1",
         agreement_id)
-    if row is None:
+    return None if row is None else (row["client_organisation_id"], row["provider_organisation_id"])
+
+
+async def side_of(pool: asyncpg.Pool | asyncpg.Connection, principal: Principal, agreement_id: UUID) -> Side:
+    """The caller's side of the agreement: 404 if the agreement is unknown here, 403 if not a party."""
+    organisations = await organisations_of(pool, agreement_id)
+    if organisations is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"agreement {agreement_id} does not exist")
-    if principal.organisation_id == row["client_organisation_id"]:
+    client, provider = organisations
+    if principal.organisation_id == client:
         return "client"
-    if principal.organisation_id == row["provider_organisation_id"]:
+    if principal.organisation_id == provider:
         return "provider"
     raise HTTPException(status.HTTP_403_FORBIDDEN, "your organisation is not a party to this agreement")
 

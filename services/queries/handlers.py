@@ -30,7 +30,7 @@ from services.queries.commands import (
 )
 from services.queries.deadlines import keep_deadline, load
 from services.queries.domain import InvalidTransition, Query, stream_id
-from services.queries.replica import organisations_of, policy_for
+from services.queries.replica import policy_for
 
 T = TypeVar("T")
 Decision = Callable[[Query, datetime], None]
@@ -55,18 +55,17 @@ async def _commit(ctx: Context, query: Query, meta: Metadata) -> None:
 async def raise_query(ctx: Context, agreement_id: UUID, cmd: RaiseQuery, meta: Metadata, by: Principal,
                       *, at: datetime | None = None) -> QueryState:
     """Raise a query on an active agreement, under the SLA policy in force at `at` (default: now)."""
-    status = await ctx.pool.fetchval("SELECT status FROM agreement_parties WHERE agreement_id = $1", agreement_id)
-    if status is None:
+    agreement = await ctx.pool.fetchrow("SELECT status, client_organisation_id, provider_organisation_id"
+                                        " FROM agreement_parties WHERE agreement_id = $1", agreement_id)
+    if agreement is None:
         raise NotFound(f"agreement {agreement_id} does not exist")
-    if status != "active":
-        raise InvalidTransition(f"queries can only be raised on an active agreement; this one is {status}")
-    organisations = await organisations_of(ctx.pool, agreement_id)
-    if organisations is None:  # the agreements consumer has not caught up with the parties one yet
-        raise NotFound(f"agreement {agreement_id} is not known here yet; try again shortly")
+    if agreement["status"] != "active":
+        raise InvalidTransition(f"queries can only be raised on an active agreement; this one is {agreement['status']}")
     at = at or datetime.now(UTC)
     query = Query(uuid4())
-    query.raise_query(agreement_id=agreement_id, client_organisation_id=organisations[0],
-                      provider_organisation_id=organisations[1], by_organisation_id=by.organisation_id,
+    query.raise_query(agreement_id=agreement_id, client_organisation_id=agreement["client_organisation_id"],
+                      provider_organisation_id=agreement["provider_organisation_id"],
+                      by_organisation_id=by.organisation_id,
                       by_user_id=by.user_id, priority=cmd.priority, subject=cmd.subject, body=cmd.body,
                       addressee_role=cmd.addressee_role, about_kind=cmd.about_kind, about_id=cmd.about_id,
                       policy=await policy_for(ctx.pool, agreement_id, at), at=at)

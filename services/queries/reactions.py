@@ -12,12 +12,13 @@ import asyncpg
 import structlog
 
 from accord_runtime.eventstore import ConcurrencyError, Metadata
+from accord_runtime.parties import organisations_of
 from contracts import REGISTRY, CloudEvent
 from contracts.agreements import RequirementClarificationRequested
 from services.queries import metrics
 from services.queries.deadlines import keep_deadline, store_on
 from services.queries.domain import Query, stream_id
-from services.queries.replica import organisations_of, policy_for
+from services.queries.replica import policy_for
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,10 @@
 """What the queries service keeps of each agreement, from the agreements service's events on the bus:
-its two organisations and its SLA policy versions — enough to raise a query under the policy in force
-without asking the agreements service.
+its SLA policy versions — enough to raise a query under the policy in force without asking the
+agreements service. (Its organisations and status are in `agreement_parties`, kept by `with_parties`.)
 
-It sits in the same consumer (one queue, delivery order) as the reaction raising clarification
-queries, so an agreement's organisations are known before its first clarification request arrives.
+It sits in the same consumer (one queue, delivery order) as the parties and the reaction raising
+clarification queries, so an agreement's organisations and policy are known before its first
+clarification request arrives.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from services.queries.policy import policy_in_force
 
 
 class AgreementTerms:
-    """agreement id → client and provider organisations; every SLA policy version, in stream order."""
+    """Every SLA policy version of an agreement, in stream order; and, for the previous release only,
+    which read them from here, each agreement's organisations (`agreement_terms`: this release reads
+    them from `agreement_parties`; the table goes a release later)."""
 
     name = "agreement_terms"
     handles = frozenset({AgreementDrafted.event_type(), SLAPolicySet.event_type()})
@@ -64,10 +67,3 @@ async def policy_for(conn: asyncpg.Connection | asyncpg.Pool, agreement_id: UUID
     versions = [PolicyVersion(SLAPolicy.model_validate_json(json.dumps(row["policy"])), row["effective_from"])
                 for row in rows]
     return policy_in_force(versions, at)
-
-
-async def organisations_of(conn: asyncpg.Connection | asyncpg.Pool, agreement_id: UUID) -> tuple[UUID, UUID] | None:
-    """The agreement's (client, provider) organisations, if known here."""
-    row = await conn.fetchrow("SELECT client_organisation_id, provider_organisation_id FROM agreement_terms"
-                              " WHERE agreement_id = $1", agreement_id)
-    return None if row is None else (row["client_organisation_id"], row["provider_organisation_id"])

@@ -353,6 +353,26 @@ async def test_a_requirement_clarification_round_trip_through_both_services(worl
     assert json.dumps(found)  # a plain JSON document
 
 
+async def test_queries_take_the_organisations_from_the_parties_not_the_previous_releases_table(
+        world: World) -> None:
+    """`agreement_terms` is written for the previous release only: emptied, both ways of raising a
+    query still find the agreement's organisations (in `agreement_parties`)."""
+    w = world
+    await w.draft()
+    await w.activate()  # known to the queries service once this returns
+    await w.queries.pool.execute("TRUNCATE agreement_terms")
+    raised = await w.q("POST", f"/agreements/{w.agreement_id}/queries", w.provider, {
+        "priority": "normal", "subject": "Access", "body": "Who grants VPN access?",
+        "addressee_role": "it lead"}, expect=201)
+    assert (await w.detail(raised["query_id"]))["addressed_to_side"] == "client"
+    requirement = (await w.a("POST", "/requirements", w.client, {
+        "title": "VPN", "description": "Remote access", "acceptance_criteria": ["works"]},
+        expect=201))["created_id"]
+    query_id = (await w.a("POST", f"/requirements/{requirement}/clarification-requests", w.provider,
+                          {"question": "Which sites?"}, expect=201))["created_id"]
+    assert (await w.detail(query_id))["addressed_to_side"] == "client"
+
+
 async def test_a_started_service_puts_its_long_lived_objects_out_of_the_collectors_reach(
         queries: tuple[ServiceRuntime, httpx.AsyncClient]) -> None:
     """Full collections no longer walk the modules, models and pools alive at start-up, and young
