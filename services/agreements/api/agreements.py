@@ -37,7 +37,9 @@ class Me(BaseModel):
     organisation_name: str
 
 
-class AgreementSummary(BaseModel):
+class _AgreementHeader(BaseModel):
+    """What both the list and the detail view say of an agreement."""
+
     agreement_id: UUID
     title: str
     summary: str
@@ -49,6 +51,9 @@ class AgreementSummary(BaseModel):
     provider_accepted: bool
     agreement_version: int
     stream_version: int
+
+
+class AgreementSummary(_AgreementHeader):
     created_at: datetime
     updated_at: datetime
 
@@ -62,20 +67,9 @@ class HistoryEntry(BaseModel):
     data: dict[str, Any]
 
 
-class AgreementDetail(BaseModel):
+class AgreementDetail(_AgreementHeader):
     """The agreement now (from the read model), or as of a time or version (replayed from its events)."""
 
-    agreement_id: UUID
-    title: str
-    summary: str
-    status: str
-    client_organisation_id: UUID
-    provider_organisation_id: UUID
-    drafted_by_side: str
-    client_accepted: bool
-    provider_accepted: bool
-    agreement_version: int
-    stream_version: int
     your_side: str
     as_of: datetime | None = None
     agreement: dict[str, Any]
