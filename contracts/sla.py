@@ -7,11 +7,12 @@ services count business time with them (see the `business_time` package).
 from __future__ import annotations
 
 import itertools
+import json
 import zoneinfo
 from datetime import date, time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Priority = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
@@ -90,3 +91,12 @@ class SLAPolicy(_Value):
 
     def target(self, priority: Priority) -> ResponseTarget | None:
         return next((t for t in self.targets if t.priority == priority), None)
+
+
+def _policy_from_json(value: Any) -> Any:
+    """The policy's models are strict; read a request's decoded JSON as JSON, not as Python."""
+    return SLAPolicy.model_validate_json(json.dumps(value)) if isinstance(value, dict) else value
+
+
+#: An `SLAPolicy` in a request body, which arrives as decoded JSON (dates and times as strings).
+SLAPolicyInput = Annotated[SLAPolicy, BeforeValidator(_policy_from_json)]

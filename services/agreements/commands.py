@@ -6,15 +6,14 @@ creating a part gets its id from the service (returned as ``created_id``).
 
 from __future__ import annotations
 
-import json
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.agreements import Body, Line, Reason, Role, Sentiment, Side, Text, Url
-from contracts.sla import SLAPolicy
+from contracts.sla import SLAPolicyInput
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -155,14 +154,8 @@ class RemoveContact(Command):
 
 
 class SetSLAPolicy(Command):
-    policy: SLAPolicy
+    policy: SLAPolicyInput
     effective_from: AwareDatetime | None = None
-
-    @field_validator("policy", mode="before")
-    @classmethod
-    def _from_json(cls, value: Any) -> Any:
-        """The policy's models are strict; read the request's JSON form as JSON, not as Python."""
-        return SLAPolicy.model_validate_json(json.dumps(value)) if isinstance(value, dict) else value
 
 
 class StepSpec(Command):

@@ -6,20 +6,19 @@ commands on a query by the domain, which knows its parties and which side may do
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, field_validator
+from pydantic import AwareDatetime, BaseModel
 
 from accord_runtime.eventstore import Metadata
 from accord_runtime.identity import CurrentPrincipal, Principal
 from accord_runtime.parties import side_of
 from contracts import REGISTRY
 from contracts.agreements import Side
-from contracts.sla import Priority, SLAPolicy
+from contracts.sla import Priority, SLAPolicyInput
 from services.queries import handlers, views
 from services.queries.clock import Outcome
 from services.queries.commands import (
@@ -163,14 +162,8 @@ async def query_stats(request: Request, agreement_id: UUID, principal: CurrentPr
 # --- what-if ---------------------------------------------------------------------------------------
 
 class WhatIfRequest(BaseModel):
-    policy: SLAPolicy
+    policy: SLAPolicyInput
     as_of: AwareDatetime | None = None
-
-    @field_validator("policy", mode="before")
-    @classmethod
-    def _from_json(cls, value: Any) -> Any:
-        """The policy's models are strict; read the request's JSON form as JSON, not as Python."""
-        return SLAPolicy.model_validate_json(json.dumps(value)) if isinstance(value, dict) else value
 
 
 class VerdictView(BaseModel):
