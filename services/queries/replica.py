@@ -9,7 +9,6 @@ clarification request arrives.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,8 +61,8 @@ class PolicyVersion:
 
 async def policy_for(conn: asyncpg.Connection | asyncpg.Pool, agreement_id: UUID, at: datetime) -> SLAPolicy | None:
     """The agreement's SLA policy in force at `at` (None before its first one)."""
-    rows = await conn.fetch("SELECT policy, effective_from FROM sla_policy_versions WHERE agreement_id = $1"
+    # as text: the strict models take dates and times from JSON, not from the decoded jsonb
+    rows = await conn.fetch("SELECT policy::text, effective_from FROM sla_policy_versions WHERE agreement_id = $1"
                             " ORDER BY sequence", agreement_id)
-    versions = [PolicyVersion(SLAPolicy.model_validate_json(json.dumps(row["policy"])), row["effective_from"])
-                for row in rows]
+    versions = [PolicyVersion(SLAPolicy.model_validate_json(row["policy"]), row["effective_from"]) for row in rows]
     return policy_in_force(versions, at)
