@@ -10,7 +10,6 @@ after the start, as its timer would have); every later step waits for its timer.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -41,8 +40,9 @@ async def load(store: EventStore, matter: str) -> Escalation:
 
 
 async def calendar_of(conn: asyncpg.Connection, agreement_id: UUID) -> BusinessCalendar | None:
-    raw = await conn.fetchval("SELECT calendar FROM notifier_calendars WHERE agreement_id = $1", agreement_id)
-    return BusinessCalendar.model_validate_json(json.dumps(raw)) if raw is not None else None  # JSON mode: strict types
+    # as text: the strict models take dates and times from JSON, not from the decoded jsonb
+    text = await conn.fetchval("SELECT calendar::text FROM notifier_calendars WHERE agreement_id = $1", agreement_id)
+    return BusinessCalendar.model_validate_json(text) if text is not None else None
 
 
 async def _schedule_step(conn: asyncpg.Connection, escalation: Escalation, step: Step, due_at: datetime) -> None:
